@@ -1,0 +1,157 @@
+/*
+cuda_encoder.cuh: token + position embedding, forward and backward.
+
+  forward : out[b,t,:] = wte[inp[b,t],:] + wpe[t,:]
+  backward: dwte[v,:] += sum over (b,t) with inp[b,t] == v of dout[b,t,:]
+            dwpe[t,:] += sum over b of dout[b,t,:]
+
+Gradients ACCUMULATE (+=) into dwte and dwpe.
+
+Both backward kernels are deterministic (no atomics): every output element is written by exactly one
+thread, which adds its terms in a fixed order (increasing position). Running the same step twice
+gives bitwise identical gradients.
+
+Preconditions: 0 <= inp[i] < rows of wte (checked only by the caller), t < maxT.
+*/
+#ifndef LLMC_CUDA_ENCODER_CUH
+#define LLMC_CUDA_ENCODER_CUH
+
+#include "cuda_common.cuh"
+
+// ----------------------------------------------------------------------------
+// forward kernels
+
+// one thread per output element
+static __global__ void encoder_forward_kernel_scalar(floatX* out, const int* inp, const floatX* wte,
+                                                     const floatX* wpe, int B, int T, int C) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t total = (size_t)B * T * C;
+    if (idx >= total) { return; }
+    int c = (int)(idx % C);
+    size_t bt = idx / C;
+    int t = (int)(bt % T);
+    int token = inp[bt];
+    float val = to_float(wte[(size_t)token * C + c]) + to_float(wpe[(size_t)t * C + c]);
+    out[idx] = from_float<floatX>(val);
+}
+
+// one thread per 8 consecutive output elements (128-bit loads/stores); needs C % 8 == 0 and 16-byte
+// aligned pointers
+static __global__ void encoder_forward_kernel_x128(floatX* out, const int* inp, const floatX* wte,
+                                                   const floatX* wpe, int B, int T, int C) {
+    size_t idx = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * x128::size;
+    size_t total = (size_t)B * T * C;
+    if (idx >= total) { return; }
+    int c = (int)(idx % C);
+    size_t bt = idx / C;
+    int t = (int)(bt % T);
+    int token = inp[bt];
+    x128 a = load128(wte + (size_t)token * C + c);
+    x128 p = load128(wpe + (size_t)t * C + c);
+    x128 o;
+    for (int k = 0; k < x128::size; k++) {
+        o.v[k] = from_float<floatX>(to_float(a.v[k]) + to_float(p.v[k]));
+    }
+    store128(out + idx, o);
+}
+
+// ----------------------------------------------------------------------------
+// backward kernels
+
+// dwpe: one thread per (t, c), summing over b in increasing order
+template<typename GradT>
+__global__ void encoder_backward_wpe_kernel(GradT* dwpe, const floatX* dout, int B, int T, int C) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;   // = t * C + c
+    if (idx >= (size_t)T * C) { return; }
+    float sum = 0.0f;
+    for (int b = 0; b < B; b++) {
+        sum += to_float(dout[(size_t)b * T * C + idx]);
+    }
+    dwpe[idx] = from_float<GradT>(to_float(dwpe[idx]) + sum);
+}
+
+// dwte, deterministic without sorting.
+// grid = (B*T, CEIL_DIV(C, blockDim.x)); block (i, chunk) looks at position i (flattened b*T+t) and
+// channels chunk*blockDim.x + threadIdx.x.
+//  1. If token v = inp[i] already occurs at an earlier position j < i, the block exits: the first
+//     occurrence owns row v of dwte.
+//  2. Otherwise the block scans positions j >= i and, for every j with inp[j] == v, adds dout[j, c].
+//     The positions are scanned in increasing order, so the sum is always formed in the same order.
+// The scans go through the token ids in chunks of blockDim.x staged in shared memory; a chunk with no
+// match is skipped after one __syncthreads_or. Dynamic shared memory: blockDim.x ints.
+template<typename GradT>
+__global__ void encoder_backward_wte_kernel(GradT* dwte, const floatX* dout, const int* inp,
+                                            int BT, int C) {
+    extern __shared__ int ids[];   // blockDim.x token ids
+    const int i = blockIdx.x;
+    const int c = blockIdx.y * blockDim.x + threadIdx.x;
+    const int v = inp[i];
+
+    // 1. is i the first occurrence of v?
+    for (int j0 = 0; j0 < i; j0 += blockDim.x) {
+        int j = j0 + threadIdx.x;
+        int earlier = (j < i) && (inp[j] == v);
+        if (__syncthreads_or(earlier)) { return; }   // uniform across the block
+    }
+
+    // 2. sum dout over all positions j >= i holding token v, in increasing j
+    float sum = 0.0f;
+    for (int j0 = i; j0 < BT; j0 += blockDim.x) {
+        int j = j0 + threadIdx.x;
+        int id = (j < BT) ? inp[j] : -1;
+        __syncthreads();            // everyone is done reading the previous chunk of ids
+        ids[threadIdx.x] = id;
+        if (!__syncthreads_or(id == v)) { continue; }   // also makes ids[] visible to all
+        int n = min((int)blockDim.x, BT - j0);
+        if (c < C) {
+            for (int k = 0; k < n; k++) {
+                if (ids[k] == v) { sum += to_float(dout[(size_t)(j0 + k) * C + c]); }
+            }
+        }
+    }
+    if (c < C) {
+        size_t o = (size_t)v * C + c;
+        dwte[o] = from_float<GradT>(to_float(dwte[o]) + sum);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// launchers
+
+// out (B,T,C) bf16 = wte[inp] + wpe[t]
+// inp (B,T) int token ids; wte (Vp,C) bf16; wpe (maxT,C) bf16. block_size: threads per block.
+inline void encoder_forward(floatX* out, const int* inp, const floatX* wte, const floatX* wpe,
+                            int B, int T, int C, cudaStream_t stream, int block_size = 256) {
+    size_t total = (size_t)B * T * C;
+    if (C % x128::size == 0 && is_aligned16(out) && is_aligned16(wte) && is_aligned16(wpe)) {
+        size_t num_threads = total / x128::size;
+        unsigned int grid = (unsigned int)CEIL_DIV(num_threads, (size_t)block_size);
+        encoder_forward_kernel_x128<<<grid, block_size, 0, stream>>>(out, inp, wte, wpe, B, T, C);
+    } else {
+        unsigned int grid = (unsigned int)CEIL_DIV(total, (size_t)block_size);
+        encoder_forward_kernel_scalar<<<grid, block_size, 0, stream>>>(out, inp, wte, wpe, B, T, C);
+    }
+    cudaCheck(cudaGetLastError());
+}
+
+// dwte (Vp,C) += scatter of dout by token id; dwpe (maxT,C) += sum over b of dout.
+// dout (B,T,C) bf16, inp (B,T) int. GradT is float (default) or floatX. Deterministic.
+// block_size: multiple of 32, at most 1024.
+template<typename GradT>
+inline void encoder_backward(GradT* dwte, GradT* dwpe, const floatX* dout, const int* inp,
+                             int B, int T, int C, cudaStream_t stream, int block_size = 256) {
+    hostCheck(block_size % 32 == 0 && block_size <= 1024, "encoder_backward: block_size must be a multiple of 32, <= 1024");
+    // wpe
+    size_t tc = (size_t)T * C;
+    encoder_backward_wpe_kernel<<<(unsigned int)CEIL_DIV(tc, (size_t)block_size), block_size, 0, stream>>>(
+        dwpe, dout, B, T, C);
+    cudaCheck(cudaGetLastError());
+    // wte
+    int BT = B * T;
+    dim3 grid(BT, CEIL_DIV(C, block_size));
+    encoder_backward_wte_kernel<<<grid, block_size, block_size * sizeof(int), stream>>>(
+        dwte, dout, inp, BT, C);
+    cudaCheck(cudaGetLastError());
+}
+
+#endif // LLMC_CUDA_ENCODER_CUH

@@ -1,0 +1,29 @@
+// format.h: every file-format constant, named once (doc/formats.md describes the layouts;
+// dev/data/formats.py names the same numbers for the Python side).
+#ifndef LLMC_FORMAT_H
+#define LLMC_FORMAT_H
+
+#define HEADER_INTS 256            // every file starts with 256 int32
+
+#define MODEL_MAGIC 20240326       // llm.c's model checkpoint
+#define MODEL_VERSION_FP32 3
+#define MODEL_VERSION_BF16 5
+
+#define DATA_MAGIC 20240520        // llm.c's token shard
+#define DATA_VERSION_TOKENS 1      // uint16 tokens
+#define DATA_VERSION_MASKED 2      // uint16 tokens, then uint8 loss mask (this project)
+
+#define TOKENIZER_MAGIC 20240328   // llm.c's tokenizer file
+#define TOKENIZER_VERSION 2
+
+#define DEBUG_STATE_MAGIC 20240327 // train_gpt2.py's debug state
+#define DEBUG_STATE_VERSION 3      // this project's: masked window and trajectory
+
+#define TRAIN_STATE_MAGIC 20241101 // this project's per-rank resume state
+#define TRAIN_STATE_VERSION 1
+
+#define GPT2_EOT 50256             // <|endoftext|>: opens every document and example
+#define GPT2_VOCAB_SIZE 50257
+#define VOCAB_PAD_MULTIPLE 128     // padded_vocab_size = vocab_size rounded up to this
+
+#endif // LLMC_FORMAT_H
