@@ -107,7 +107,7 @@ static void comm_agree_or_die(Comm* c, const char* what, const char* reason) {
     double failures = reason != NULL ? 1.0 : 0.0;
     comm_scalars(c, &failures, 1);
     if (failures == 0.0) return;
-    if (reason != NULL) print_error("%s", reason);
+    if (reason != NULL) die("%s", reason);  // the rank that knows why says why
     die("%s failed on %d of %d rank(s); stopping the job", what, (int)failures, c->world);
 }
 

@@ -198,6 +198,13 @@ static uint64_t options_hash(const TrainOptions* o, const GPT2Config* c) {
     return fnv1a(x, c, sizeof(*c));
 }
 
+// What a checkpoint must share with the run that resumes it: the model and the shape of the data
+// and optimizer state. Step counts, schedules and evaluation settings may change between runs.
+static uint64_t resume_hash(const TrainOptions* o, const GPT2Config* c) {
+    int geometry[5] = { o->B, o->T, o->pad, o->zero_stage, o->sync_each_microstep };
+    return fnv1a(fnv1a(FNV1A_SEED, geometry, sizeof(geometry)), c, sizeof(*c));
+}
+
 // K per step from -d, -k or -k_schedule.
 static void resolve_k_schedule(const TrainOptions* o, int world, KSchedule* ks) {
     if (o->k_schedule[0]) {
@@ -234,8 +241,8 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
     const GPT2Config* cfg = &tr->config;
     int master = c->rank == 0;
     if (o->T > cfg->max_seq_len) die("flag -t %d exceeds the model's max_seq_len %d", o->T, cfg->max_seq_len);
-    uint64_t config_hash = options_hash(o, cfg);
-    comm_check_same_everywhere(c, config_hash, "checking that every rank has the same configuration");
+    comm_check_same_everywhere(c, options_hash(o, cfg), "checking that every rank has the same configuration");
+    uint64_t config_hash = resume_hash(o, cfg);
 
     KSchedule ks;
     resolve_k_schedule(o, c->world, &ks);
@@ -286,6 +293,8 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
                          o->grad_clip, o->dump_grads[0] ? o->dump_grads : NULL };
     double total_ms = 0.0;
     int timed_steps = 0;
+    CommStats window_comm;  // summed over windows, to show that nothing else was communicated in them
+    memset(&window_comm, 0, sizeof(window_comm));
     for (int step = start; step <= max_steps; step++) {
         int last = step == max_steps;
         if (has_val && (step % o->val_every == 0 || last)) {
@@ -305,6 +314,10 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
         WindowResult r = train_window(tr, &train, c, &wo, K, lr, step);
         double ms = 1e3 * (wall_seconds() - t0);
         if (step > start) { total_ms += ms; timed_steps++; }
+        for (int kind = 0; kind < COMM_NUM_KINDS; kind++) {
+            window_comm.calls[kind] += r.comm.calls[kind];
+            window_comm.bytes[kind] += r.comm.bytes[kind];
+        }
         if (!master) continue;
         if (step == start) comm_print_stats(&r.comm, "communication per window");
         double tokens = (double)c->world * K * o->B * o->T;
@@ -321,6 +334,11 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
         printf("%s\n", r.skipped ? " | skipped (N = 0)" : "");
         fflush(stdout);
         if (!r.skipped) log_line(log, "s:%d trl:%.6f\n", step, r.loss);
+    }
+    if (master && max_steps > start) {
+        char title[64];
+        snprintf(title, sizeof(title), "communication in %d window(s)", max_steps - start);
+        comm_print_stats(&window_comm, title);
     }
     if (master && timed_steps > 0)
         printf("summary: mean_ms=%.2f tok_per_s=%.0f\n", total_ms / timed_steps,

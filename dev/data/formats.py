@@ -78,6 +78,23 @@ def write_tokenizer(path, token_bytes, eot_token=EOT_TOKEN):
     write_atomic(path, [_header(TOKENIZER_MAGIC, TOKENIZER_VERSION, len(token_bytes), eot_token), bytes(body)])
 
 
+def read_tokenizer(path):
+    """Returns (list of token byte strings, eot_token); raises ValueError naming the file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    header = np.frombuffer(data[:HEADER_INTS * 4], dtype=np.int32)
+    if header.size != HEADER_INTS or header[0] != TOKENIZER_MAGIC or header[1] != TOKENIZER_VERSION:
+        raise ValueError(f"{path}: not a version-{TOKENIZER_VERSION} tokenizer file")
+    token_bytes, pos = [], HEADER_INTS * 4
+    for _ in range(int(header[2])):
+        if pos >= len(data) or pos + 1 + data[pos] > len(data):
+            raise ValueError(f"{path}: truncated after {len(token_bytes)} tokens")
+        token_bytes.append(data[pos + 1:pos + 1 + data[pos]])
+        pos += 1 + data[pos]
+    if pos != len(data):
+        raise ValueError(f"{path}: {len(data) - pos} bytes after the last token")
+    return token_bytes, int(header[3])
+
 def gpt2_token_bytes(encoder_json_path):
     """Raw bytes of each GPT-2 token from the BPE table encoder.json (undoing GPT-2's byte-to-unicode map)."""
     import json
@@ -160,3 +177,12 @@ def read_debug_state(path):
                beta2=float(hyper[2]), eps=float(hyper[3]), weight_decay=float(hyper[4]),
                grad_clip=float(hyper[5]))
     return out
+
+
+# The parameter tensors in checkpoint order (llmc/gpt2.h's GPT2_PARAMETER_TENSORS): name, element count.
+def parameter_tensors(config):
+    Vp, C, L, maxT = config["padded_vocab_size"], config["channels"], config["num_layers"], config["max_seq_len"]
+    return [("wte", Vp * C), ("wpe", maxT * C), ("ln1w", L * C), ("ln1b", L * C), ("qkvw", L * 3 * C * C),
+            ("qkvb", L * 3 * C), ("attprojw", L * C * C), ("attprojb", L * C), ("ln2w", L * C), ("ln2b", L * C),
+            ("fcw", L * 4 * C * C), ("fcb", L * 4 * C), ("fcprojw", L * C * 4 * C), ("fcprojb", L * C),
+            ("lnfw", C), ("lnfb", C)]

@@ -172,8 +172,7 @@ def add_output_args(ap, default_out_dir, default_prefix):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 epilog="Example: python3 dev/data/sft.py data.jsonl --val_fraction 0.05")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("inputs", nargs="+", metavar="FILE.jsonl", help="one example per line")
     add_output_args(ap, os.path.join(sharding.DATA_DIR, "sft"), None)
     val = ap.add_mutually_exclusive_group()

@@ -70,7 +70,7 @@ def describe(examples):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10000, help="number of examples (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
     ap.add_argument("--out", default=os.path.join(sharding.DATA_DIR, "synthetic", "synthetic.jsonl"),

@@ -28,7 +28,7 @@ def documents(text):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input", help="local copy of input.txt (offline); default: download it into --out_dir")
     ap.add_argument("--out_dir", default=os.path.join(sharding.DATA_DIR, "tinyshakespeare"),
                     help="where the shards and tokenizer go (default: %(default)s)")
