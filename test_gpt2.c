@@ -235,6 +235,6 @@ int main(int argc, char** argv) {
           same ? "bit-identical" : "DIFFER");
 
     gpt2_free(&model);
-    printf("test_gpt2: %d passed, %d failed\n", tally.passed, tally.failed);
+    printf("test_gpt2 total: %d checks passed, %d failed\n", tally.passed, tally.failed);
     return tally.failed == 0 ? 0 : 1;
 }

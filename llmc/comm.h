@@ -12,6 +12,7 @@
 #ifndef LLMC_COMM_H
 #define LLMC_COMM_H
 
+#include <unistd.h>
 #include "utils.h"
 
 typedef enum { COMM_REDUCE_SCATTER, COMM_ALL_REDUCE, COMM_ALL_GATHER, COMM_SCALARS, COMM_BROADCAST,
@@ -107,8 +108,13 @@ static void comm_agree_or_die(Comm* c, const char* what, const char* reason) {
     double failures = reason != NULL ? 1.0 : 0.0;
     comm_scalars(c, &failures, 1);
     if (failures == 0.0) return;
-    if (reason != NULL) die("%s", reason);  // the rank that knows why says why
-    die("%s failed on %d of %d rank(s); stopping the job", what, (int)failures, c->world);
+    if (reason != NULL) print_error("%s", reason);  // the rank that knows why says why
+    else print_error("%s failed on %d of %d rank(s); stopping the job", what, (int)failures, c->world);
+    // Every rank is here: let all messages out before the abort takes the job down.
+    fflush(stderr);
+    c->backend->barrier(c);
+    usleep(200 * 1000);
+    abort_job();
 }
 
 // A hash of what must be equal on every rank (model config, batch geometry, flags).

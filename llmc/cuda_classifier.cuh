@@ -12,7 +12,7 @@ valid target and no 1/N here: the window's 1/N is applied at the update (see doc
 
 The activation gradient dlogits OVERWRITES the logits. There are no parameters here.
 Deterministic: every reduction uses a fixed order.
-Precondition: -1 <= targets[i] < V.
+Precondition: -1 <= targets[i] < V (a target >= V gives a NaN loss and a zero gradient row).
 */
 #ifndef LLMC_CUDA_CLASSIFIER_CUH
 #define LLMC_CUDA_CLASSIFIER_CUH
@@ -34,9 +34,10 @@ static __global__ void fused_classifier_kernel(floatX* logits, float* losses, co
     const int target = targets[row];
     floatX* x = logits + (size_t)row * Vp;
 
-    if (target < 0) {   // masked row: no loss, no gradient (uniform across the block)
+    if (target < 0 || target >= V) {   // masked row: no loss, no gradient (uniform across the block)
         for (int c = threadIdx.x; c < Vp; c += blockDim.x) { x[c] = from_float<floatX>(0.0f); }
-        if (threadIdx.x == 0) { losses[row] = 0.0f; }
+        // a target >= V is a bug upstream: make it visible as a NaN loss instead of reading out of the row
+        if (threadIdx.x == 0) { losses[row] = (target < 0) ? 0.0f : __int_as_float(0x7fffffff); }
         return;
     }
 

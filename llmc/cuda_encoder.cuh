@@ -11,6 +11,12 @@ Both backward kernels are deterministic (no atomics): every output element is wr
 thread, which adds its terms in a fixed order (increasing position). Running the same step twice
 gives bitwise identical gradients.
 
+Cost of the dwte kernel: a position scans back to its token's previous occurrence (or to the start),
+a first occurrence also scans everything after it, S = 8 * blockDim.x ids per barrier step. The total
+is O((B*T)^2 * C / (blockDim.x^2 * 8)) work that is dominated by positions whose token is rare; it is
+meant for B*T of a few thousand to a few tens of thousands and grows quadratically beyond. A
+sort-based scheme (a stable radix sort of (token, position)) would scale better if that ever matters.
+
 Preconditions: 0 <= inp[i] < rows of wte (checked only by the caller), t < maxT.
 */
 #ifndef LLMC_CUDA_ENCODER_CUH
@@ -70,39 +76,52 @@ __global__ void encoder_backward_wpe_kernel(GradT* dwpe, const floatX* dout, int
     dwpe[idx] = from_float<GradT>(to_float(dwpe[idx]) + sum);
 }
 
+// token ids each thread examines per step of the dwte scans (fewer barriers per position scanned)
+#define ENCODER_BWD_IDS_PER_THREAD 8
+
 // dwte, deterministic without sorting.
 // grid = (B*T, CEIL_DIV(C, blockDim.x)); block (i, chunk) looks at position i (flattened b*T+t) and
-// channels chunk*blockDim.x + threadIdx.x.
-//  1. If token v = inp[i] already occurs at an earlier position j < i, the block exits: the first
-//     occurrence owns row v of dwte.
-//  2. Otherwise the block scans positions j >= i and, for every j with inp[j] == v, adds dout[j, c].
-//     The positions are scanned in increasing order, so the sum is always formed in the same order.
-// The scans go through the token ids in chunks of blockDim.x staged in shared memory; a chunk with no
-// match is skipped after one __syncthreads_or. Dynamic shared memory: blockDim.x ints.
+// channels chunk*blockDim.x + threadIdx.x. Let S = ENCODER_BWD_IDS_PER_THREAD * blockDim.x.
+//  1. If token v = inp[i] also occurs at an earlier position j < i, the block exits: the FIRST
+//     occurrence owns row v of dwte. The ids before i are scanned backwards, S per step, so a
+//     repeated token finds its nearest earlier occurrence quickly.
+//  2. Otherwise the block goes through positions j >= i in steps of S ids staged in shared memory
+//     and, for every j with inp[j] == v, adds dout[j, c]. Positions are visited in increasing order,
+//     so the sum is always formed in the same order. A step with no match costs one __syncthreads_or.
+// Dynamic shared memory: S ints.
 template<typename GradT>
 __global__ void encoder_backward_wte_kernel(GradT* dwte, const floatX* dout, const int* inp,
                                             int BT, int C) {
-    extern __shared__ int ids[];   // blockDim.x token ids
+    extern __shared__ int ids[];   // S token ids
+    const int S = ENCODER_BWD_IDS_PER_THREAD * blockDim.x;
     const int i = blockIdx.x;
     const int c = blockIdx.y * blockDim.x + threadIdx.x;
     const int v = inp[i];
 
-    // 1. is i the first occurrence of v?
-    for (int j0 = 0; j0 < i; j0 += blockDim.x) {
-        int j = j0 + threadIdx.x;
-        int earlier = (j < i) && (inp[j] == v);
-        if (__syncthreads_or(earlier)) { return; }   // uniform across the block
+    // 1. is i the first occurrence of v? look at [j_hi - S, j_hi), j_hi = i, i - S, ...
+    for (int j_hi = i; j_hi > 0; j_hi -= S) {
+        int earlier = 0;
+        for (int k = 0; k < ENCODER_BWD_IDS_PER_THREAD; k++) {
+            int j = j_hi - 1 - (k * (int)blockDim.x + (int)threadIdx.x);
+            if (j >= 0 && inp[j] == v) { earlier = 1; }
+        }
+        if (__syncthreads_or(earlier)) { return; }   // the same answer in every thread
     }
 
     // 2. sum dout over all positions j >= i holding token v, in increasing j
     float sum = 0.0f;
-    for (int j0 = i; j0 < BT; j0 += blockDim.x) {
-        int j = j0 + threadIdx.x;
-        int id = (j < BT) ? inp[j] : -1;
-        __syncthreads();            // everyone is done reading the previous chunk of ids
-        ids[threadIdx.x] = id;
-        if (!__syncthreads_or(id == v)) { continue; }   // also makes ids[] visible to all
-        int n = min((int)blockDim.x, BT - j0);
+    for (int j0 = i; j0 < BT; j0 += S) {
+        __syncthreads();   // everyone is done reading the previous step's ids
+        int match = 0;
+        for (int k = 0; k < ENCODER_BWD_IDS_PER_THREAD; k++) {
+            int slot = k * (int)blockDim.x + (int)threadIdx.x;
+            int j = j0 + slot;
+            int id = (j < BT) ? inp[j] : -1;
+            ids[slot] = id;
+            if (id == v) { match = 1; }
+        }
+        if (!__syncthreads_or(match)) { continue; }   // also makes ids[] visible to all threads
+        const int n = min(S, BT - j0);
         if (c < C) {
             for (int k = 0; k < n; k++) {
                 if (ids[k] == v) { sum += to_float(dout[(size_t)(j0 + k) * C + c]); }
@@ -149,7 +168,8 @@ inline void encoder_backward(GradT* dwte, GradT* dwpe, const floatX* dout, const
     // wte
     int BT = B * T;
     dim3 grid(BT, CEIL_DIV(C, block_size));
-    encoder_backward_wte_kernel<<<grid, block_size, block_size * sizeof(int), stream>>>(
+    size_t smem = (size_t)ENCODER_BWD_IDS_PER_THREAD * block_size * sizeof(int);   // <= 32 KiB
+    encoder_backward_wte_kernel<<<grid, block_size, smem, stream>>>(
         dwte, dout, inp, BT, C);
     cudaCheck(cudaGetLastError());
 }

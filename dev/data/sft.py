@@ -65,7 +65,7 @@ class Report:
     """Counts for the end-of-run summary, and the rationed per-line warnings."""
 
     def __init__(self):
-        self.lines = self.blank = self.read = 0
+        self.blank = self.read = 0
         self.skipped = collections.Counter()   # reason -> examples
         self.warnings = 0
 
@@ -84,7 +84,6 @@ def read_examples(paths, on_error, report):
     for path in paths:
         with open(path, "rb") as f:
             for lineno, raw in enumerate(f, 1):
-                report.lines += 1
                 where = f"{path}:{lineno}"
                 if not raw.strip():
                     report.blank += 1

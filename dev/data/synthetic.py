@@ -93,7 +93,7 @@ def main():
         print(f"wrote {args.out}: {len(examples):,} lines")
         return
     report = sft.Report()
-    report.read = report.lines = len(examples)
+    report.read = len(examples)
     rows = [sft.Example(f"synthetic:{i + 1}", ex["prompt"], ex["completion"]) for i, ex in enumerate(examples)]
     num_val = sft.num_val_examples(len(rows), None, args.val_examples)
     stats = sft.write_sft_shards(rows, args.out_dir, args.prefix, args.shard_size, num_val, args.workers,

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# CPU speed: train_gpt2 (C) against train_gpt2.py (PyTorch) on the same model, batch and threads.
+#
+#   make train_gpt2 && dev/bench/cpu.sh
+#
+# For each preset (tiny, d12) at B=4 T=64 K=1 it runs C, Py, C, Py ... (ROUNDS rounds, alternating so
+# both sides see the same background load), takes the median step time over all steps but the first
+# of each run, and prints ms/step, tokens/s, peak RSS and the ratio C/Py of tokens/s. Before that it
+# says which BLAS PyTorch really calls (the one mapped into the process, not the one it was built
+# against) and the thread count of each side. Then it builds dev/bench/profile_cpu.c and prints the
+# per-layer table for d12. Environment knobs (defaults in brackets):
+#   THREADS [nproc]  PRESETS ["tiny d12"]  ROUNDS [2]  STEPS_tiny [20]  STEPS_d12 [8]
+#   PROFILE [1]: 0 skips the per-layer profile;  C_BIN [./train_gpt2]: the C trainer to time
+set -u
+cd "$(dirname "$0")/../.."
+THREADS=${THREADS:-$(nproc)}
+PRESETS=${PRESETS:-"tiny d12"}
+ROUNDS=${ROUNDS:-2}
+PROFILE=${PROFILE:-1}
+C_BIN=${C_BIN:-./train_gpt2}
+B=4
+T=64
+PY=python3
+if /usr/bin/python3 -c 'import torch, numpy' 2>/dev/null; then PY=/usr/bin/python3; fi
+if ! $PY -c 'import torch, numpy' 2>/dev/null; then echo "cpu.sh: error: no python3 with torch and numpy"; exit 1; fi
+[ -x "$C_BIN" ] || { echo "cpu.sh: error: $C_BIN missing: run 'make train_gpt2' first"; exit 1; }
+LOG=build/bench
+mkdir -p "$LOG"
+
+# ---- data: tinyshakespeare shards (offline from ../shared when there, else downloaded)
+DATA=dev/data/tinyshakespeare
+if [ ! -f "$DATA/tiny_shakespeare_train.bin" ]; then
+    INPUT=()
+    [ -f ../shared/data/tinyshakespeare/input.txt ] && INPUT=(--input ../shared/data/tinyshakespeare/input.txt)
+    $PY dev/data/tinyshakespeare.py "${INPUT[@]}" --out_dir "$DATA" || { echo "cpu.sh: error: data step failed"; exit 1; }
+fi
+TRAIN_BIN=$DATA/tiny_shakespeare_train.bin
+
+# ---- peak RSS: GNU time -v (installed if missing), else a Python wrapper reading getrusage
+if [ ! -x /usr/bin/time ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing GNU time (apt) for peak RSS"
+    (apt-get install -y time || (apt-get update && apt-get install -y time)) >/dev/null 2>&1
+fi
+# measure OUTFILE CMD...: runs CMD with stdout+stderr into OUTFILE and appends "peak_rss_kb=N"
+measure() {
+    local out=$1; shift
+    if [ -x /usr/bin/time ]; then
+        /usr/bin/time -v "$@" >"$out" 2>&1
+        local rc=$?
+        local kb
+        kb=$(grep "Maximum resident set size" "$out" | awk '{print $NF}')
+        echo "peak_rss_kb=$kb" >>"$out"
+        return $rc
+    fi
+    $PY - "$@" >"$out" 2>&1 <<'EOF'
+import resource, subprocess, sys
+rc = subprocess.call(sys.argv[1:])
+print(f"peak_rss_kb={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
+sys.exit(rc)
+EOF
+}
+
+# ---- which BLAS PyTorch calls, and its thread count
+blas_report() {
+    OPENBLAS_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS $PY - "$THREADS" <<'EOF'
+import os, re, sys, torch
+n = int(sys.argv[1])
+torch.set_num_threads(n)
+a = torch.randn(512, 512)
+(a @ a).sum().item()                     # make sure the BLAS library is loaded and used
+info = re.search(r"BLAS_INFO=([^,]*)", torch.__config__.show())
+print(f"torch {torch.__version__}: BLAS_INFO={info.group(1) if info else '?'}, "
+      f"torch.get_num_threads()={torch.get_num_threads()}, "
+      f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(auto)')}")
+libs = sorted(set(re.findall(r"(/\S*(?:blas|lapack|mkl|gomp|iomp)\S*\.so[.\d]*)\s*$", open("/proc/self/maps").read(), re.M)))
+reference = False
+for lib in libs:
+    real = os.path.realpath(lib)
+    print(f"  mapped: {lib} -> {real}")
+    if re.search(r"libblas\.so", os.path.basename(lib)) and "openblas" not in real and "mkl" not in real:
+        reference = True
+try:
+    import ctypes
+    cfg = ctypes.CDLL("libopenblas.so.0").openblas_get_config
+    cfg.restype = ctypes.c_char_p
+    core = ctypes.CDLL("libopenblas.so.0").openblas_get_corename
+    core.restype = ctypes.c_char_p
+    print(f"  OpenBLAS: {cfg().decode()} core {core().decode()}")
+except Exception:
+    pass
+print("BLAS_KIND=" + ("reference" if reference else "optimized"))
+EOF
+}
+echo "== PyTorch BLAS"
+REPORT=$(blas_report)
+echo "$REPORT" | grep -v '^BLAS_KIND='
+if echo "$REPORT" | grep -q '^BLAS_KIND=reference'; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "PyTorch calls the reference BLAS: installing libopenblas0-pthread (apt)"
+        (apt-get install -y libopenblas0-pthread || (apt-get update && apt-get install -y libopenblas0-pthread)) >/dev/null 2>&1
+        REPORT=$(blas_report)
+        echo "$REPORT" | grep -v '^BLAS_KIND='
+    fi
+    if echo "$REPORT" | grep -q '^BLAS_KIND=reference'; then
+        echo "######################################################################################"
+        echo "# WARNING: PyTorch runs on the REFERENCE BLAS (netlib), not OpenBLAS: the comparison  #"
+        echo "# below is UNFAIR to PyTorch. Install libopenblas0-pthread (Debian) and run again.    #"
+        echo "######################################################################################"
+    fi
+fi
+echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== threads: C OMP_NUM_THREADS=$THREADS, Py --threads $THREADS (and OMP/OPENBLAS_NUM_THREADS=$THREADS)"
+
+# step_ms FILE: the step time (ms) of every step line but the first, one per line; the time is the
+# first "| N ms" field (the C lines go on with "(comm N ms)")
+step_ms() {
+    grep -E '^step +[0-9]+/' "$1" | tail -n +2 | awk -F'|' '{for (i = 2; i <= NF; i++) if ($i ~ /^ *[0-9.]+ ms/) {split($i, w, " "); print w[1]; break}}'
+}
+median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+printf "\n%-6s %-3s %6s %10s %10s %10s %12s\n" preset side steps median_ms tok_per_s peak_MB "round medians (ms)"
+for preset in $PRESETS; do
+    var=STEPS_$preset
+    STEPS=${!var:-$([ "$preset" = tiny ] && echo 20 || echo 8)}
+    : >"$LOG/$preset.c.ms"; : >"$LOG/$preset.py.ms"
+    c_rss=0; py_rss=0; c_rounds=""; py_rounds=""
+    for r in $(seq 1 "$ROUNDS"); do
+        OMP_NUM_THREADS=$THREADS measure "$LOG/$preset.c.$r.log" "$C_BIN" -e "$preset" -b $B -t $T -k 1 -x "$STEPS" \
+            -v 0 -s 0 -j "" -i "$TRAIN_BIN" || { echo "C run failed: $LOG/$preset.c.$r.log"; tail -5 "$LOG/$preset.c.$r.log"; exit 1; }
+        OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS measure "$LOG/$preset.py.$r.log" $PY train_gpt2.py --model "$preset" \
+            --B $B --T $T --K 1 --num_iterations "$STEPS" --threads "$THREADS" --input_bin "$TRAIN_BIN" \
+            || { echo "Py run failed: $LOG/$preset.py.$r.log"; tail -5 "$LOG/$preset.py.$r.log"; exit 1; }
+        step_ms "$LOG/$preset.c.$r.log" >>"$LOG/$preset.c.ms"
+        step_ms "$LOG/$preset.py.$r.log" >>"$LOG/$preset.py.ms"
+        c_rounds="$c_rounds $(step_ms "$LOG/$preset.c.$r.log" | median)"
+        py_rounds="$py_rounds $(step_ms "$LOG/$preset.py.$r.log" | median)"
+        kb=$(grep -oE 'peak_rss_kb=[0-9]+' "$LOG/$preset.c.$r.log" | cut -d= -f2); [ "${kb:-0}" -gt $c_rss ] && c_rss=$kb
+        kb=$(grep -oE 'peak_rss_kb=[0-9]+' "$LOG/$preset.py.$r.log" | cut -d= -f2); [ "${kb:-0}" -gt $py_rss ] && py_rss=$kb
+    done
+    c_ms=$(median <"$LOG/$preset.c.ms"); py_ms=$(median <"$LOG/$preset.py.ms")
+    c_tok=$(awk -v m="$c_ms" -v n=$((B * T)) 'BEGIN {printf "%.0f", n * 1000 / m}')
+    py_tok=$(awk -v m="$py_ms" -v n=$((B * T)) 'BEGIN {printf "%.0f", n * 1000 / m}')
+    c_threads=$(grep -oE 'threads: [0-9]+ OpenMP' "$LOG/$preset.c.1.log" | grep -oE '[0-9]+')
+    printf "%-6s %-3s %6s %10.1f %10s %10.0f %s\n" "$preset" C "$(wc -l <"$LOG/$preset.c.ms")" "$c_ms" "$c_tok" "$(awk -v k=$c_rss 'BEGIN {print k / 1024}')" "$c_rounds (OpenMP threads: ${c_threads:-?})"
+    printf "%-6s %-3s %6s %10.1f %10s %10.0f %s\n" "$preset" Py "$(wc -l <"$LOG/$preset.py.ms")" "$py_ms" "$py_tok" "$(awk -v k=$py_rss 'BEGIN {print k / 1024}')" "$py_rounds (torch threads: $THREADS)"
+    awk -v a="$c_tok" -v b="$py_tok" -v p="$preset" -v rc=$c_rss -v rp=$py_rss \
+        'BEGIN {printf "%-6s ratio C/Py tokens/s = %.2fx, peak RSS C/Py = %.2fx\n", p, a / b, rc / rp}'
+done
+echo "(logs in $LOG/; load average now $(cut -d' ' -f1-3 /proc/loadavg))"
+
+# ---- per-layer profile of the C trainer (d12), with the fast-vs-reference checks
+if [ "$PROFILE" = 1 ] && [ -f dev/bench/profile_cpu.c ]; then
+    echo
+    echo "== dev/bench/profile_cpu.c (d12, B=$B T=$T, $THREADS threads)"
+    ${CC:-gcc} -O3 -march=native -fopenmp -DOMP -I. -o "$LOG/profile_cpu" dev/bench/profile_cpu.c -lm \
+        && OMP_NUM_THREADS=$THREADS "$LOG/profile_cpu" -e d12 -b $B -t $T
+fi
