@@ -17,63 +17,7 @@ extra additions gives ||dg||/||g|| <= 1e-5, the bound the project promises.
 */
 #define TESTING
 #include "train_gpt2.c"
-
-typedef struct { int passed, failed; } Tally;
-
-static void check(Tally* tally, int ok, const char* name, const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s %s: ", ok ? "PASS" : "FAIL", name);
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok) tally->passed++; else tally->failed++;
-    fflush(stdout);
-}
-
-typedef struct {
-    int B, T, K, steps;
-    size_t num_params;
-    float lr, beta1, beta2, eps, weight_decay, grad_clip;
-    int *x, *y;                 // (K*B, T)
-    float* logits;              // (B, T, V)
-    float loss0;
-    float* grads0;              // (num_params)
-    float* window_grads;        // (num_params)
-    float* losses;              // (steps)
-} DebugState;
-
-static float header_float(const int* header, int slot) {
-    float f;
-    memcpy(&f, &header[slot], sizeof(f));
-    return f;
-}
-
-static void load_debug_state(DebugState* d, const char* path, int V) {
-    FILE* f = fopenCheck(path, "rb");
-    int header[HEADER_INTS];
-    freadCheck(header, sizeof(int), HEADER_INTS, f, path);
-    if (header[0] != DEBUG_STATE_MAGIC) die("debug state '%s' has magic %d, expected %d", path, header[0], DEBUG_STATE_MAGIC);
-    if (header[1] != DEBUG_STATE_VERSION) die("debug state '%s' has version %d, expected %d", path, header[1], DEBUG_STATE_VERSION);
-    d->B = header[2]; d->T = header[3]; d->K = header[4]; d->steps = header[5]; d->num_params = (size_t)header[6];
-    d->lr = header_float(header, 8); d->beta1 = header_float(header, 9); d->beta2 = header_float(header, 10);
-    d->eps = header_float(header, 11); d->weight_decay = header_float(header, 12); d->grad_clip = header_float(header, 13);
-    size_t rows = (size_t)d->K * d->B, BT = (size_t)d->B * d->T;
-    d->x = (int*)mallocCheck(rows * d->T * sizeof(int));
-    d->y = (int*)mallocCheck(rows * d->T * sizeof(int));
-    d->logits = (float*)mallocCheck(BT * V * sizeof(float));
-    d->grads0 = (float*)mallocCheck(d->num_params * sizeof(float));
-    d->window_grads = (float*)mallocCheck(d->num_params * sizeof(float));
-    d->losses = (float*)mallocCheck((size_t)d->steps * sizeof(float));
-    freadCheck(d->x, sizeof(int), rows * d->T, f, path);
-    freadCheck(d->y, sizeof(int), rows * d->T, f, path);
-    freadCheck(d->logits, sizeof(float), BT * V, f, path);
-    freadCheck(&d->loss0, sizeof(float), 1, f, path);
-    freadCheck(d->grads0, sizeof(float), d->num_params, f, path);
-    freadCheck(d->window_grads, sizeof(float), d->num_params, f, path);
-    freadCheck(d->losses, sizeof(float), d->steps, f, path);
-    fcloseCheck(f, path);
-}
+#include "llmc/debug_state.h"
 
 // ||a - b|| / ||b|| over n elements (0 when both are zero).
 static double relative_error(const float* a, const float* b, size_t n) {
@@ -148,7 +92,7 @@ int main(int argc, char** argv) {
     float* init = gpt2_load_checkpoint(argv[1], &c);
     int V = c.vocab_size, Vp = c.padded_vocab_size;
     DebugState d;
-    load_debug_state(&d, argv[2], V);
+    debug_state_load(&d, argv[2], V);
     size_t n = gpt2_num_parameters(&c);
     if (d.num_params != n) die("debug state '%s' has %zu parameters, the model %zu", argv[2], d.num_params, n);
     printf("model L=%d C=%d V=%d; debug window B=%d T=%d K=%d, %d steps\n", c.num_layers, c.channels, V, d.B, d.T, d.K, d.steps);
