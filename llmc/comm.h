@@ -55,49 +55,49 @@ struct Comm {
 // ----------------------------------------------------------------------------
 // The counted entry points used by the window.
 
-static void comm_count(Comm* c, CommKind kind, size_t bytes) {
+// Counts a call and returns its start time; comm_done waits for it and adds up the time spent.
+static double comm_begin(Comm* c, CommKind kind, size_t bytes) {
     c->stats.calls[kind] += 1;
     c->stats.bytes[kind] += (long)bytes;
+    return wall_seconds();
+}
+
+static void comm_done(Comm* c, double t0) {
+    c->backend->wait(c);
+    c->stats.seconds += wall_seconds() - t0;
 }
 
 static void comm_reduce_scatter(Comm* c, const void* send, void* recv, size_t count_per_rank, DType t) {
-    comm_count(c, COMM_REDUCE_SCATTER, count_per_rank * c->world * dtype_size(t));
-    double t0 = wall_seconds();
+    double t0 = comm_begin(c, COMM_REDUCE_SCATTER, count_per_rank * c->world * dtype_size(t));
     c->backend->reduce_scatter(c, send, recv, count_per_rank, t);
-    c->backend->wait(c);
-    c->stats.seconds += wall_seconds() - t0;
+    comm_done(c, t0);
 }
 
 static void comm_all_reduce(Comm* c, void* buf, size_t count, DType t) {
-    comm_count(c, COMM_ALL_REDUCE, count * dtype_size(t));
-    double t0 = wall_seconds();
+    double t0 = comm_begin(c, COMM_ALL_REDUCE, count * dtype_size(t));
     c->backend->all_reduce(c, buf, count, t);
-    c->backend->wait(c);
-    c->stats.seconds += wall_seconds() - t0;
+    comm_done(c, t0);
 }
 
 static void comm_all_gather(Comm* c, void* buf, size_t count_per_rank, DType t) {
-    comm_count(c, COMM_ALL_GATHER, count_per_rank * dtype_size(t));
-    double t0 = wall_seconds();
+    double t0 = comm_begin(c, COMM_ALL_GATHER, count_per_rank * dtype_size(t));
     c->backend->all_gather(c, buf, count_per_rank, t);
-    c->backend->wait(c);
-    c->stats.seconds += wall_seconds() - t0;
+    comm_done(c, t0);
 }
 
 static void comm_scalars(Comm* c, double* values, int n) {
-    comm_count(c, COMM_SCALARS, (size_t)n * sizeof(double));
-    double t0 = wall_seconds();
+    double t0 = comm_begin(c, COMM_SCALARS, (size_t)n * sizeof(double));
     c->backend->scalars(c, values, n);
-    c->stats.seconds += wall_seconds() - t0;
+    comm_done(c, t0);
 }
 
 static void comm_broadcast(Comm* c, void* host_buf, size_t bytes, int root) {
-    comm_count(c, COMM_BROADCAST, bytes);
+    comm_begin(c, COMM_BROADCAST, bytes);
     c->backend->broadcast(c, host_buf, bytes, root);
 }
 
 static void comm_barrier(Comm* c) {
-    comm_count(c, COMM_BARRIER, 0);
+    comm_begin(c, COMM_BARRIER, 0);
     c->backend->barrier(c);
 }
 

@@ -299,8 +299,9 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
         int last = step == max_steps;
         if (has_val && (step % o->val_every == 0 || last)) {
             double vl = evaluate_loss(tr, &val, c, o->val_steps);
-            if (master) printf("val loss %.6f\n", vl);
-            log_line(log, "s:%d tel:%.6f\n", step, vl);
+            if (master && isnan(vl)) printf("val loss n/a (no valid target in %d validation batches)\n", o->val_steps);
+            if (master && !isnan(vl)) printf("val loss %.6f\n", vl);
+            if (!isnan(vl)) log_line(log, "s:%d tel:%.6f\n", step, vl);
         }
         if (master && o->sample_every > 0 && ((step > 0 && step % o->sample_every == 0) || last))
             sample_and_print(tr, &tk, &rng, o->gen_T);

@@ -83,6 +83,15 @@ for name, cmd, needle in bad_cases:
         and "Segmentation" not in se and "nan" not in so.lower()
     checks.check(ok, f"bad input: {name}", f"exit {rc}: {lines[-1] if lines else '(no message)'}")
 
+# --- a window whose targets are all masked: a warning and no update, never a NaN ---------------------
+masked = os.path.join(work, "all_masked.bin")
+formats.write_shard(masked, np.array([50256] + list(range(100, 400)), dtype=np.uint16), mask=np.zeros(301, dtype=np.uint8))
+rc, so, se = run(["./train_gpt2", "-e", "tiny", "-i", masked, "-j", masked, "-t", "32", "-b", "2", "-x", "2", "-v", "1",
+                  "-m", "1", "-s", "0"], timeout=60)
+ok = rc == 0 and so.count("skipped (N = 0)") == 2 and "no valid target in the window" in se and "nan" not in so.lower()
+checks.check(ok, "all-masked window: update skipped with a warning, no NaN",
+             f"exit {rc}; {so.count('skipped (N = 0)')} skipped steps; {tail(se, 1)}")
+
 # --- resume: stop at step 2, resume, compare with the run that never stopped, bit for bit ---------
 def train_run(out, steps, extra=()):
     return run(["./train_gpt2", "-e", "tiny", "-i", train, "-j", val, "-v", "2", "-m", "2", "-s", "2", "-g", "8",
