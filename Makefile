@@ -46,29 +46,55 @@ test_gpt2: test_gpt2.c train_gpt2.c $(HEADERS)
 
 # ---------------------------------------------------------------------------------------------
 # CUDA. nvcc from PATH or /usr/local/cuda; GPU_ARCH picks the targets (default sm_80 and sm_90).
+#   make train_gpt2cu GPU_ARCH=90        one architecture (faster to build)
+#   make train_gpt2cu NO_MPI=1           without MPI (single process, NCCL world size 1)
+#   make train_gpt2cu NCCL_HOME=/path    NCCL from there (include/nccl.h, lib/libnccl.so*)
 NVCC := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 GPU_ARCH ?= 80 90
 NVCC_GENCODE = $(foreach a,$(GPU_ARCH),-gencode arch=compute_$(a),code=sm_$(a))
-NVCC_FLAGS = -O3 -std=c++17 --use_fast_math -lineinfo $(NVCC_GENCODE) -Xcompiler -Wno-unused-function
-NVCC_LIBS = -lcublas -lcublasLt -lnccl
-# NCCL: from the CUDA toolkit, or pip's nvidia-nccl-cu12 package (NCCL_HOME=.../nvidia/nccl).
+NVCC_FLAGS = -O3 -std=c++17 --use_fast_math -lineinfo $(NVCC_GENCODE) \
+             -Xcompiler -Wall,-Wextra,-Wno-unused-function,-Wno-unused-parameter
+NVCC_LIBS = -lcublas -lcublasLt
+# NCCL: NCCL_HOME if given; else the toolkit's or the system's (nccl.h in CUDA_HOME/include or
+# /usr/include); else pip's nvidia-nccl-cu12 (the one PyTorch uses), found through $(PYTHON).
+# pip's package ships lib/libnccl.so.2 without a libnccl.so link: it is linked by that file name,
+# with an rpath so the binary finds it at run time.
+ifeq ($(NCCL_HOME),)
+  ifneq ($(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h),)
+    NCCL_FOUND := system ($(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h)))
+    NVCC_LIBS += -lnccl
+  else
+    NCCL_HOME := $(shell $(PYTHON) -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' 2>/dev/null)
+  endif
+endif
 ifneq ($(NCCL_HOME),)
-  NVCC_FLAGS += -I$(NCCL_HOME)/include
-  NVCC_LIBS := -L$(NCCL_HOME)/lib -Xlinker -rpath=$(NCCL_HOME)/lib $(NVCC_LIBS)
+  ifneq ($(wildcard $(NCCL_HOME)/include/nccl.h),)
+    NCCL_FOUND := $(NCCL_HOME)
+    NVCC_FLAGS += -I$(NCCL_HOME)/include
+    NVCC_LIBS += -L$(NCCL_HOME)/lib -Xlinker -rpath=$(NCCL_HOME)/lib \
+                 $(if $(wildcard $(NCCL_HOME)/lib/libnccl.so),-lnccl,-l:libnccl.so.2)
+  endif
 endif
 CUDA_HEADERS = $(wildcard llmc/*.cuh) $(HEADERS)
+# MPI for the GPU build: OpenMPI's mpicc says its flags (--showme); the C++ bindings are left out.
+NVCC_MPI :=
 ifneq ($(NO_MPI),1)
 ifneq ($(MPICC),)
   MPI_CFLAGS := $(shell $(MPICC) --showme:compile 2>/dev/null)
   MPI_LIBS := $(shell $(MPICC) --showme:link 2>/dev/null)
-  NVCC_MPI = -DUSE_MPI $(MPI_CFLAGS) $(MPI_LIBS)
+  ifneq ($(MPI_LIBS),)
+    NVCC_MPI = -DUSE_MPI -DOMPI_SKIP_MPICXX -DMPICH_SKIP_MPICXX $(MPI_CFLAGS) $(MPI_LIBS)
+  else
+    $(info MPI: $(MPICC) does not answer --showme (not OpenMPI?): train_gpt2cu is built without MPI)
+  endif
 endif
 endif
 
 check_nvcc:
 	@if [ -z "$(NVCC)" ]; then echo "error: nvcc not found (install the CUDA toolkit or put nvcc on PATH)"; exit 1; fi
-	@echo "CUDA: $(NVCC), GPU_ARCH=$(GPU_ARCH), MPI: $(if $(NVCC_MPI),yes,no (single process, NCCL world size 1))"
+	@if [ -z "$(NCCL_FOUND)" ]; then echo "error: NCCL not found: no nccl.h in $(CUDA_HOME)/include or /usr/include$(if $(NCCL_HOME), or $(NCCL_HOME)/include), and no pip package nvidia-nccl-cu12 for $(PYTHON) (pip install nvidia-nccl-cu12, apt install libnccl-dev, or make NCCL_HOME=/path/to/nccl)"; exit 1; fi
+	@echo "CUDA: $(NVCC), GPU_ARCH=$(GPU_ARCH), NCCL: $(NCCL_FOUND), MPI: $(if $(NVCC_MPI),yes (mpirun -np N ./train_gpt2cu),no (single process, NCCL world size 1))"
 
 train_gpt2cu: train_gpt2.cu $(CUDA_HEADERS) | check_nvcc
 	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS) $(NVCC_MPI)

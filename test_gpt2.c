@@ -19,32 +19,6 @@ extra additions gives ||dg||/||g|| <= 1e-5, the bound the project promises.
 #include "train_gpt2.c"
 #include "llmc/debug_state.h"
 
-// ||a - b|| / ||b|| over n elements (0 when both are zero).
-static double relative_error(const float* a, const float* b, size_t n) {
-    double diff = 0.0, ref = 0.0;
-    for (size_t i = 0; i < n; i++) { double e = (double)a[i] - b[i]; diff += e * e; ref += (double)b[i] * b[i]; }
-    return ref > 0.0 ? sqrt(diff / ref) : sqrt(diff);
-}
-
-// Compares every tensor; returns the worst relative error and its tensor name.
-static double compare_tensors(Tally* tally, const char* what, const float* got, const float* want,
-                              const GPT2Config* c, double tol) {
-    size_t sizes[NUM_PARAMETER_TENSORS], off = 0;
-    gpt2_tensor_sizes(c, sizes);
-    double worst = 0.0;
-    int worst_i = 0;
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        double e = relative_error(got + off, want + off, sizes[i]);
-        char name[128];
-        snprintf(name, sizeof(name), "%s %s", what, GPT2_TENSOR_NAMES[i]);
-        check(tally, e <= tol, name, "||dg||/||g|| = %.2e (tolerance %.0e)", e, tol);
-        if (e > worst) { worst = e; worst_i = i; }
-        off += sizes[i];
-    }
-    printf("     %s: worst tensor %s at %.2e\n", what, GPT2_TENSOR_NAMES[worst_i], worst);
-    return worst;
-}
-
 // The window's gradient G/N computed by this program, K micro-steps of model->B rows.
 static double window_gradient(GPT2* model, const int* x, const int* y, int K, float* out) {
     Trainable tr = gpt2_trainable(model);

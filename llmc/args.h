@@ -151,6 +151,7 @@ static void parse_args(TrainOptions* o, int argc, char** argv) {
     snprintf(text, sizeof(text), "%d", o->pad); require(o->pad == 0 || o->pad == 1, "-pad", "0 or 1", text);
     snprintf(text, sizeof(text), "%d", o->sync_each_microstep);
     require(o->sync_each_microstep == 0 || o->sync_each_microstep == 1, "-sync_each_microstep", "0 or 1", text);
+    snprintf(text, sizeof(text), "%d", o->grad_bf16); require(o->grad_bf16 == 0 || o->grad_bf16 == 1, "-grad_bf16", "0 or 1", text);
     snprintf(text, sizeof(text), "%g", o->lr); require(o->lr >= 0.0f, "-l", "a non-negative number", text);
     snprintf(text, sizeof(text), "%d", o->val_steps); require(o->val_steps > 0, "-m", "a positive integer", text);
     snprintf(text, sizeof(text), "%d", o->gen_T); require(o->gen_T > 0, "-g", "a positive integer", text);

@@ -3,7 +3,8 @@ cuda_common.cuh: shared CUDA utilities for the GPT-2 trainer kernels (llmc/cuda_
 
 What lives here
   - floatX, the storage type of parameters and activations (bf16).
-  - cudaCheck / cublasCheck / hostCheck: check a call, print file:line, what failed, a hint, exit(1).
+  - cudaCheck / cublasCheck / hostCheck: check a call, print file:line, what failed, a hint, exit(1)
+    (abort_job from utils.h: MPI_Abort when running under MPI, so no other rank waits forever).
   - CEIL_DIV.
   - small device helpers: bf16 <-> float, warp and block reductions (deterministic), a
     counter-based hash RNG and bf16 stochastic rounding, 128-bit packed loads/stores.
@@ -33,6 +34,7 @@ Conventions used by every llmc/cuda_*.cuh file
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 #include <cublasLt.h>
+#include "utils.h"   // abort_job: under MPI a failed check takes every rank down (MPI_Abort), none hangs
 
 // ----------------------------------------------------------------------------
 // storage type of parameters and activations
@@ -74,7 +76,7 @@ inline void cuda_check_impl(cudaError_t err, const char* what, const char* file,
         fprintf(stderr, "[CUDA ERROR] at %s:%d\n  call: %s\n  error: %s (%s)\n  hint: %s\n",
                 file, line, what, cudaGetErrorString(err), cudaGetErrorName(err),
                 cuda_error_hint(err));
-        exit(EXIT_FAILURE);
+        abort_job();
     }
 }
 #define cudaCheck(call) cuda_check_impl((call), #call, __FILE__, __LINE__)
@@ -104,7 +106,7 @@ inline void cublas_check_impl(cublasStatus_t status, const char* what, const cha
         fprintf(stderr, "[cuBLAS ERROR] at %s:%d\n  call: %s\n  status: %d (%s)\n  hint: %s\n",
                 file, line, what, (int)status, cublasGetStatusString(status),
                 cublas_status_hint(status));
-        exit(EXIT_FAILURE);
+        abort_job();
     }
 }
 #define cublasCheck(call) cublas_check_impl((call), #call, __FILE__, __LINE__)
@@ -113,7 +115,7 @@ inline void cublas_check_impl(cublasStatus_t status, const char* what, const cha
 inline void host_check_impl(bool ok, const char* cond, const char* msg, const char* file, int line) {
     if (!ok) {
         fprintf(stderr, "[CHECK FAILED] at %s:%d\n  condition: %s\n  %s\n", file, line, cond, msg);
-        exit(EXIT_FAILURE);
+        abort_job();
     }
 }
 #define hostCheck(cond, msg) host_check_impl((cond), #cond, (msg), __FILE__, __LINE__)

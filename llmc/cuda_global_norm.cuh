@@ -1,7 +1,7 @@
 /*
 cuda_global_norm.cuh: the squared L2 norm of a buffer range (for gradient clipping), deterministic.
 
-  *out (= or +=) sum_i values[i]^2
+  *out (= or +=) sum_i values[i]^2          (out: a device float, or a device double with _f64)
 
 Two kernels: (1) a fixed grid of at most GLOBAL_NORM_MAX_BLOCKS blocks, each thread summing its
 grid-strided elements in fp32 and each block reducing in a fixed tree order into scratch[block];
@@ -28,28 +28,43 @@ __global__ void global_norm_partials_kernel(float* partials, const T* values, si
     if (threadIdx.x == 0) { partials[blockIdx.x] = sum; }
 }
 
-static __global__ void global_norm_finish_kernel(float* out, const float* partials, int num_partials, int accumulate) {
+// OutT: float, or double (global_norm_squared_f64)
+template<typename OutT>
+__global__ void global_norm_finish_kernel(OutT* out, const float* partials, int num_partials, int accumulate) {
     double sum = 0.0;
     for (int i = threadIdx.x; i < num_partials; i += blockDim.x) { sum += (double)partials[i]; }
     sum = block_reduce_sum(sum);
-    if (threadIdx.x == 0) { *out = (float)((accumulate ? (double)*out : 0.0) + sum); }
+    if (threadIdx.x == 0) { *out = (OutT)((accumulate ? (double)*out : 0.0) + sum); }
 }
 
 // *out = sum of squares of values[0..count-1]   (accumulate == 0)
 // *out += sum of squares                        (accumulate != 0: several ranges into one total)
 // values: float (default) or floatX. out: one device float. scratch: GLOBAL_NORM_MAX_BLOCKS device
 // floats, contents not needed before or after. block_size: multiple of 32, <= 1024.
-template<typename T>
-inline void global_norm_squared(float* out, const T* values, size_t count, float* scratch, int accumulate,
-                                cudaStream_t stream, int block_size = 512) {
+template<typename T, typename OutT>
+inline void global_norm_squared_impl(OutT* out, const T* values, size_t count, float* scratch, int accumulate,
+                                     cudaStream_t stream, int block_size) {
     hostCheck(block_size % 32 == 0 && block_size <= 1024, "global_norm_squared: block_size must be a multiple of 32, <= 1024");
     size_t blocks = CEIL_DIV(count, (size_t)block_size);
     int grid = (int)(blocks < GLOBAL_NORM_MAX_BLOCKS ? blocks : GLOBAL_NORM_MAX_BLOCKS);
     if (grid == 0) { grid = 1; }   // count == 0: one block writes a zero partial
     global_norm_partials_kernel<<<grid, block_size, 0, stream>>>(scratch, values, count);
     cudaCheck(cudaGetLastError());
-    global_norm_finish_kernel<<<1, 1024, 0, stream>>>(out, scratch, grid, accumulate);
+    global_norm_finish_kernel<OutT><<<1, 1024, 0, stream>>>(out, scratch, grid, accumulate);
     cudaCheck(cudaGetLastError());
+}
+template<typename T>
+inline void global_norm_squared(float* out, const T* values, size_t count, float* scratch, int accumulate,
+                                cudaStream_t stream, int block_size = 512) {
+    global_norm_squared_impl<T, float>(out, values, count, scratch, accumulate, stream, block_size);
+}
+
+// The same with the total in a device double (the trainer's sumsq): the block partials are fp32,
+// their sum is formed and kept in double.
+template<typename T>
+inline void global_norm_squared_f64(double* out, const T* values, size_t count, float* scratch, int accumulate,
+                                    cudaStream_t stream, int block_size = 512) {
+    global_norm_squared_impl<T, double>(out, values, count, scratch, accumulate, stream, block_size);
 }
 
 #endif // LLMC_CUDA_GLOBAL_NORM_CUH

@@ -158,7 +158,7 @@ inline void matmul_cublaslt(const MatmulContext* ctx,
                         "lda=%d ldb=%d ldd=%d D=%s bias=%d gelu=%d alignments a=%u b=%u d=%u\n",
                 m, n, k, batch_count, (int)trans_a, (int)trans_b, lda, ldb, ldd,
                 d_type == CUDA_R_32F ? "fp32" : "bf16", bias != NULL, gelu_aux != NULL, align_a, align_b, align_d);
-        exit(EXIT_FAILURE);
+        abort_job();
     }
 
     cublasCheck(cublasLtMatmul(ctx->handle, desc, &alpha, a, layout_a, b, layout_b, &beta,

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include "utils.h"
 #include "format.h"
+#include "gpt2.h"
 
 typedef struct { int passed, failed; } Tally;
 
@@ -62,6 +63,32 @@ static void debug_state_load(DebugState* d, const char* path, int V) {
     freadCheck(d->window_grads, sizeof(float), d->num_params, f, path);
     freadCheck(d->losses, sizeof(float), d->steps, f, path);
     fcloseCheck(f, path);
+}
+
+// ||a - b|| / ||b|| over n elements (the absolute norm when b is zero).
+static double relative_error(const float* a, const float* b, size_t n) {
+    double diff = 0.0, ref = 0.0;
+    for (size_t i = 0; i < n; i++) { double e = (double)a[i] - b[i]; diff += e * e; ref += (double)b[i] * b[i]; }
+    return ref > 0.0 ? sqrt(diff / ref) : sqrt(diff);
+}
+
+// One check per parameter tensor; returns the worst relative error.
+static double compare_tensors(Tally* tally, const char* what, const float* got, const float* want,
+                              const GPT2Config* c, double tol) {
+    size_t sizes[NUM_PARAMETER_TENSORS], off = 0;
+    gpt2_tensor_sizes(c, sizes);
+    double worst = 0.0;
+    int worst_i = 0;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        double e = relative_error(got + off, want + off, sizes[i]);
+        char name[160];
+        snprintf(name, sizeof(name), "%s %s", what, GPT2_TENSOR_NAMES[i]);
+        check(tally, e <= tol, name, "||dg||/||g|| = %.2e (tolerance %.1e)", e, tol);
+        if (e > worst) { worst = e; worst_i = i; }
+        off += sizes[i];
+    }
+    printf("     %s: worst tensor %s at %.2e\n", what, GPT2_TENSOR_NAMES[worst_i], worst);
+    return worst;
 }
 
 #endif // LLMC_DEBUG_STATE_H

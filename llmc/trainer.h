@@ -144,6 +144,15 @@ static int resume_checkpoint(const TrainOptions* o, Trainable* tr, Comm* c, uint
                  (unsigned long long)h.opt_bytes, tr->opt_state_bytes(tr));
     }
     comm_agree_or_die(c, "resuming from the checkpoint", reason[0] ? reason : NULL);
+    // The model first, then the optimizer state: on the GPU the state holds the exact fp32 master
+    // weights, of which the checkpoint's parameters are only the bf16 rounding.
+    GPT2Config saved;
+    char model_path[1200];
+    checkpoint_path(model_path, sizeof(model_path), o->out_dir, "model", step, -1);
+    float* params = gpt2_load_checkpoint(model_path, &saved);
+    if (memcmp(&saved, &tr->config, sizeof(saved)) != 0) die("checkpoint '%s' holds another model config", model_path);
+    tr->params_from_host(tr, params);
+    free(params);
     void* opt = mallocCheck(h.opt_bytes);
     freadCheck(opt, 1, h.opt_bytes, f, path);
     fcloseCheck(f, path);
@@ -151,12 +160,6 @@ static int resume_checkpoint(const TrainOptions* o, Trainable* tr, Comm* c, uint
     free(opt);
     rng->state = h.rng_state;
     train->next_row = (size_t)h.train_next_row;
-    GPT2Config saved;
-    checkpoint_path(path, sizeof(path), o->out_dir, "model", step, -1);
-    float* params = gpt2_load_checkpoint(path, &saved);
-    if (memcmp(&saved, &tr->config, sizeof(saved)) != 0) die("checkpoint '%s' holds another model config", path);
-    tr->params_from_host(tr, params);
-    free(params);
     if (c->rank == 0) printf("resumed from step %d in %s\n", step, o->out_dir);
     return step;
 }

@@ -58,10 +58,10 @@ struct Trainable {
     void   (*adamw)(Trainable* tr, const AdamWArgs* a);
     void   (*grads_to_host)(Trainable* tr, const void* grad, size_t count, float* out);
     void   (*params_to_host)(Trainable* tr, float* out);     // (num_params) fp32
-    void   (*params_from_host)(Trainable* tr, const float* in);
+    void   (*params_from_host)(Trainable* tr, const float* in);  // also the fp32 master weights, if any
     size_t (*opt_state_bytes)(Trainable* tr);
     void   (*opt_state_to_host)(Trainable* tr, void* out);
-    void   (*opt_state_from_host)(Trainable* tr, const void* in);
+    void   (*opt_state_from_host)(Trainable* tr, const void* in);  // after params_from_host when resuming
 };
 
 typedef struct {

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# GPT-2 124M (12 layers, 768 channels): total batch 0.5M tokens, lr 6e-4, B=32 rows of 1024 per GPU (about 24 GiB per GPU).
+# Data: FineWeb-edu shards, e.g. python3 dev/data/fineweb.py --sample 10BT (dev/data/fineweb_edu_10BT/).
+#   bash scripts/run_gpt2_124M.sh               # 1 GPU
+#   NGPU=8 bash scripts/run_gpt2_124M.sh        # 8 GPUs of this node (mpirun -np 8), K divided by 8
+#   B=... TOTAL=... STEPS=... LR=... DATA=... OUT=... bash scripts/run_gpt2_124M.sh   (see scripts/README.md)
+# Runs one epoch of the shards (STEPS=-1) with warmup and a cosine decay to 0, validation every 250
+# steps, a checkpoint every 2000 in OUT (log_gpt2_124M/); run it again to resume from the last one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=124M
+source scripts/run_common.sh
+launch_local
