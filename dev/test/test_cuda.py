@@ -15,6 +15,10 @@ for binary in ("train_gpt2cu", "test_gpt2cu"):
     checks.check(os.path.exists(path) and os.access(path, os.X_OK), f"{binary} compiled and linked",
                  "built by make with nvcc for GPU_ARCH (default sm_80 sm_90)")
 
+# The kernel harnesses of dev/cuda (one file per kernel) must keep compiling with the kernels they test.
+rc, so, se = run(["make", "-C", "dev/cuda"], timeout=900)
+checks.check(rc == 0, "dev/cuda kernel harnesses compiled and linked", "make -C dev/cuda" if rc == 0 else tail(se))
+
 
 def gpu_present():
     if shutil.which("nvidia-smi") is None:
