@@ -73,7 +73,7 @@ static const ArgSpec TRAIN_ARGS[] = {
     ARG("-sync_each_microstep", ARG_INT, sync_each_microstep, "0", "1: reduce-scatter every micro-step (ZeRO-2-like memory)"),
     ARG("-grad_bf16", ARG_INT, grad_bf16, "0", "GPU: 1 keeps the gradient buffer in bf16 (default fp32)"),
     ARG("-v", ARG_INT, val_every, "20", "validation every this many steps, 0 for never"),
-    ARG("-m", ARG_INT, val_steps, "20", "validation batches per evaluation"),
+    ARG("-m", ARG_INT, val_steps, "20", "validation batches of B rows per rank per evaluation"),
     ARG("-s", ARG_INT, sample_every, "20", "sample every this many steps, 0 for never"),
     ARG("-g", ARG_INT, gen_T, "64", "tokens to sample"),
     ARG("-n", ARG_INT, ckpt_every, "0", "checkpoint every this many steps (needs -o), 0 for never"),
