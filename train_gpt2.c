@@ -13,7 +13,8 @@ Conventions: tensors are row-major with shapes in comments; B batch rows, T time
 NH heads, V vocabulary (Vp padded), L layers. Every backward function ACCUMULATES into its gradient
 outputs (+=): parameter gradients sum over micro-steps that way, and activation gradients sum where
 a tensor feeds two consumers (the residual stream). Loops whose iterations are independent run with
-OpenMP's static schedule, and every reduction has a fixed order, so results are deterministic for a
+OpenMP's static schedule (loops too small to repay a parallel region, below PARALLEL_MIN_WORK, run on
+one thread), and every reduction has a fixed order, so results are deterministic for a
 given thread count.
 */
 #include <math.h>
@@ -31,19 +32,65 @@ given thread count.
 
 // ----------------------------------------------------------------------------
 // Layers
+//
+// Each op that has a fast version keeps its straightforward version beside it, named *_reference:
+// the reference says what is computed, the fast one computes the same sums in a different (but
+// fixed) order. dev/bench/profile_cpu.c times both and checks that they agree.
+#include <stdint.h>
+
+// Loops with less work than this (floats touched, or multiply-adds for matmul and attention) run on
+// one thread: a parallel region forks and joins in microseconds on an idle machine, but when other
+// processes compete for the cores every region waits for a scheduler time slice (milliseconds). At
+// B*T = 256 that makes residual, layernorm and GELU faster serial; matmuls and attention stay parallel.
+#define PARALLEL_MIN_WORK ((size_t)1 << 20)
+#define MM_PARALLEL_MIN_WORK ((size_t)16 << 20)
+
+// ---- Vectorizable exp and tanh. The loops that call these (softmax over V, GELU) would otherwise
+// spend most of their time in libm's scalar expf/tanhf, which the compiler cannot vectorize without
+// -ffast-math. Accurate to a few ulp, which is far below the fp32 noise of the sums around them.
+
+// e^x: x = n ln2 + r with |r| <= ln2/2, e^r from a degree-6 polynomial (Cephes expf), 2^n put
+// straight into the exponent bits. Inputs below -87 give e^-87 (1.6e-38) rather than 0.
+static inline float exp_fast(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float t = x * 1.44269504088896341f + 12582912.0f;  // adding 1.5 * 2^23 rounds x/ln2 to an integer n,
+    float n = t - 12582912.0f;                          // which sits in t's low mantissa bits
+    int32_t bits;
+    memcpy(&bits, &t, sizeof(bits));
+    bits = (bits - 0x4B400000 + 127) << 23;             // 0x4B400000 is 12582912.0f: bits of 2^n
+    float scale;
+    memcpy(&scale, &bits, sizeof(scale));
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;  // ln2 in two parts, so r is exact
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    return p * scale;
+}
+
+// tanh(u) = 1 - 2 / (e^(2u) + 1); saturates to +-1 where e^(2u) over- or underflows.
+static inline float tanh_fast(float u) {
+    return 1.0f - 2.0f / (exp_fast(2.0f * u) + 1.0f);
+}
+
+// ---- Encoder
 
 // out[b,t,:] = wte[inp[b,t],:] + wpe[t,:]
 void encoder_forward(float* out, const int* inp, const float* wte, const float* wpe, int B, int T, int C) {
     // out (B,T,C), inp (B,T), wte (V,C), wpe (maxT,C)
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            float* o = out + ((size_t)b * T + t) * C;
-            const float* we = wte + (size_t)inp[b * T + t] * C;
-            const float* pe = wpe + (size_t)t * C;
-            for (int i = 0; i < C; i++) o[i] = we[i] + pe[i];
-        }
+    #pragma omp parallel for schedule(static) if ((size_t)B * T * C >= PARALLEL_MIN_WORK)
+    for (int bt = 0; bt < B * T; bt++) {
+        float* o = out + (size_t)bt * C;
+        const float* we = wte + (size_t)inp[bt] * C;
+        const float* pe = wpe + (size_t)(bt % T) * C;
+        for (int i = 0; i < C; i++) o[i] = we[i] + pe[i];
+    }
 }
 
+// Serial on purpose: two positions with the same token add into the same wte row.
 void encoder_backward(float* dwte, float* dwpe, const float* dout, const int* inp, int B, int T, int C) {
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
@@ -54,17 +101,23 @@ void encoder_backward(float* dwte, float* dwpe, const float* dout, const int* in
         }
 }
 
+// ---- LayerNorm
+
 // y = (x - mean) * rstd * w + b, per (b,t) row; saves mean and rstd for the backward pass.
+// (The row sums run as fixed-width vector sums, `omp simd reduction`: a fixed order, decided at
+// compile time.)
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
                        const float* bias, int N, int C) {
     // out, inp (N,C) with N = B*T; mean, rstd (N)
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * C >= PARALLEL_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const float* x = inp + (size_t)n * C;
         float m = 0.0f;
+        #pragma omp simd reduction(+:m)
         for (int i = 0; i < C; i++) m += x[i];
         m /= C;
         float var = 0.0f;
+        #pragma omp simd reduction(+:var)
         for (int i = 0; i < C; i++) { float d = x[i] - m; var += d * d; }
         var /= C;
         float s = 1.0f / sqrtf(var + 1e-5f);
@@ -77,9 +130,8 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 
 // With xhat = (x - mean) * rstd and g = dout * w:
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dw = sum dout * xhat,  db = sum dout
-void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                        const float* weight, const float* mean, const float* rstd, int N, int C) {
-    #pragma omp parallel for schedule(static)
+void layernorm_backward_reference(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                                  const float* weight, const float* mean, const float* rstd, int N, int C) {
     for (int n = 0; n < N; n++) {
         const float* d = dout + (size_t)n * C;
         const float* x = inp + (size_t)n * C;
@@ -96,82 +148,223 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
         for (int i = 0; i < C; i++) {
             float xhat = (x[i] - mean[n]) * rstd[n];
             dx[i] += rstd[n] * (d[i] * weight[i] - g_mean - xhat * gx_mean);
+            dweight[i] += d[i] * xhat;
+            dbias[i] += d[i];
         }
-    }
-    // Parameter gradients sum over rows: one thread per channel keeps the order fixed.
-    #pragma omp parallel for schedule(static)
-    for (int i = 0; i < C; i++) {
-        float dw = 0.0f, db = 0.0f;
-        for (int n = 0; n < N; n++) {
-            float xhat = (inp[(size_t)n * C + i] - mean[n]) * rstd[n];
-            dw += dout[(size_t)n * C + i] * xhat;
-            db += dout[(size_t)n * C + i];
-        }
-        dweight[i] += dw;
-        dbias[i] += db;
     }
 }
 
-// out = inp @ weight^T + bias, weight stored (OC, C) as nn.Linear does.
-// The straightforward loop is:  out[n,o] = bias[o] + sum_i inp[n,i] * weight[o,i].
-// The version below computes a tile of MM_ROWS rows per pass over a weight row, so each weight
-// row is read from memory once per tile instead of once per row.
-#define MM_ROWS 8
-void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C, int OC) {
-    // out (N,OC), inp (N,C), weight (OC,C), bias (OC) or NULL
-    int tiles = (N + MM_ROWS - 1) / MM_ROWS;
-    #pragma omp parallel for schedule(static)
-    for (int tile = 0; tile < tiles; tile++) {
-        int n0 = tile * MM_ROWS;
-        int rows = N - n0 < MM_ROWS ? N - n0 : MM_ROWS;
-        for (int o = 0; o < OC; o++) {
-            const float* w = weight + (size_t)o * C;
-            float acc[MM_ROWS];
-            for (int r = 0; r < MM_ROWS; r++) acc[r] = bias ? bias[o] : 0.0f;
-            for (int r = 0; r < rows; r++) {
-                const float* x = inp + (size_t)(n0 + r) * C;
-                float s = 0.0f;
-                #pragma omp simd reduction(+:s)
-                for (int i = 0; i < C; i++) s += x[i] * w[i];
-                acc[r] += s;
+// Fast: rows in parallel for dx; the parameter gradients in parallel over channels, each channel
+// summing its rows in order (so reading rows, not columns, and still deterministic). The two loops
+// are independent and share one parallel region.
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                        const float* weight, const float* mean, const float* rstd, int N, int C) {
+    #pragma omp parallel if ((size_t)N * C >= PARALLEL_MIN_WORK)
+    {
+        #pragma omp for schedule(static) nowait
+        for (int n = 0; n < N; n++) {
+            const float* d = dout + (size_t)n * C;
+            const float* x = inp + (size_t)n * C;
+            float* dx = dinp + (size_t)n * C;
+            float mu = mean[n], rs = rstd[n];
+            float g_mean = 0.0f, gx_mean = 0.0f;
+            #pragma omp simd reduction(+:g_mean, gx_mean)
+            for (int i = 0; i < C; i++) {
+                float xhat = (x[i] - mu) * rs;
+                float g = d[i] * weight[i];
+                g_mean += g;
+                gx_mean += g * xhat;
             }
-            for (int r = 0; r < rows; r++) out[(size_t)(n0 + r) * OC + o] = acc[r];
+            g_mean /= C;
+            gx_mean /= C;
+            for (int i = 0; i < C; i++) {
+                float xhat = (x[i] - mu) * rs;
+                dx[i] += rs * (d[i] * weight[i] - g_mean - xhat * gx_mean);
+            }
+        }
+        enum { CH = 64 };  // channels per task
+        #pragma omp for schedule(static) nowait
+        for (int i0 = 0; i0 < C; i0 += CH) {
+            int i1 = i0 + CH < C ? i0 + CH : C;
+            float dw[CH] = {0}, db[CH] = {0};
+            for (int n = 0; n < N; n++) {
+                const float* d = dout + (size_t)n * C;
+                const float* x = inp + (size_t)n * C;
+                float mu = mean[n], rs = rstd[n];
+                for (int i = i0; i < i1; i++) {
+                    dw[i - i0] += d[i] * ((x[i] - mu) * rs);
+                    db[i - i0] += d[i];
+                }
+            }
+            for (int i = i0; i < i1; i++) { dweight[i] += dw[i - i0]; dbias[i] += db[i - i0]; }
         }
     }
+}
+
+// ---- Matmul: out = inp @ weight^T + bias, weight stored (OC, C) as nn.Linear does.
+
+void matmul_forward_reference(float* out, const float* inp, const float* weight, const float* bias, int N, int C, int OC) {
+    // out (N,OC), inp (N,C), weight (OC,C), bias (OC) or NULL
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++) {
+            float s = bias ? bias[o] : 0.0f;
+            for (int i = 0; i < C; i++) s += inp[(size_t)n * C + i] * weight[(size_t)o * C + i];
+            out[(size_t)n * OC + o] = s;
+        }
 }
 
 // dinp += dout @ weight;  dweight += dout^T @ inp;  dbias += sum over rows of dout
-void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     const float* weight, int N, int C, int OC) {
+void matmul_backward_reference(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                               const float* weight, int N, int C, int OC) {
     #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float* d = dout + (size_t)n * OC;
-        float* dx = dinp + (size_t)n * C;
-        for (int o = 0; o < OC; o++) {
-            const float* w = weight + (size_t)o * C;
-            float g = d[o];
-            #pragma omp simd
-            for (int i = 0; i < C; i++) dx[i] += g * w[i];
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < C; i++) {
+            float s = 0.0f;
+            for (int o = 0; o < OC; o++) s += dout[(size_t)n * OC + o] * weight[(size_t)o * C + i];
+            dinp[(size_t)n * C + i] += s;
         }
-    }
     #pragma omp parallel for schedule(static)
     for (int o = 0; o < OC; o++) {
-        float* dw = dweight + (size_t)o * C;
-        float db = 0.0f;
-        for (int n = 0; n < N; n++) {
-            const float* x = inp + (size_t)n * C;
-            float g = dout[(size_t)n * OC + o];
-            db += g;
-            #pragma omp simd
-            for (int i = 0; i < C; i++) dw[i] += g * x[i];
+        for (int i = 0; i < C; i++) {
+            float s = 0.0f;
+            for (int n = 0; n < N; n++) s += dout[(size_t)n * OC + o] * inp[(size_t)n * C + i];
+            dweight[(size_t)o * C + i] += s;
         }
-        if (dbias) dbias[o] += db;
+        if (dbias) {
+            float s = 0.0f;
+            for (int n = 0; n < N; n++) s += dout[(size_t)n * OC + o];
+            dbias[o] += s;
+        }
     }
 }
 
+// The fast matmuls are three uses of one blocked product, Z (+)= X @ Y, Z (M,Nc), X (M,K), Y (K,Nc):
+//   forward  out   = inp @ weight^T     M = N,  K = C,  Nc = OC   (Y = weight^T: packed, see below)
+//   backward dinp += dout @ weight      M = N,  K = OC, Nc = C
+//            dw   += dout^T @ inp      M = OC, K = N,  Nc = C    (X = dout^T: read with strides)
+// Z is cut into tiles of MM_MR rows x MM_NR columns. A tile's MM_MR*MM_NR sums live in vector
+// registers (24 of them with AVX-512) while k runs: per k, one row of Y (MM_NR floats, a few vector
+// loads) is multiplied by MM_MR broadcast scalars of X, so every load feeds several FMAs. K is cut
+// into blocks of MM_KC; each block's sum is added to Z, in block order. Every element of Z is summed
+// by one thread in an order fixed by the shapes alone: deterministic for any thread count.
+// The tile shape suits the vector registers (and what GCC makes of this loop; -DMM_MR=.. -DMM_NR=..
+// to try others): 6 x 64 with AVX-512 is 24 of its 32 registers, 4 x 24 with AVX2 12 of 16.
+#ifndef MM_NR
+#if defined(__AVX512F__)
+#define MM_MR 6
+#define MM_NR 64
+#else
+#define MM_MR 4
+#define MM_NR 24
+#endif
+#endif
+#define MM_KC 256  // k per block: a block of Y (MM_KC x MM_NR) stays in the core's L2 cache
+#define MM_MC 64   // tiles of rows per task: the block of X they read stays in L2 across tasks
+
+// A strided matrix view: element (i, j) at p[i * rs + j * cs].
+typedef struct { const float* p; size_t rs, cs; } MatView;
+
+// acc = X (MM_MR x kc, view x) @ Y (kc x MM_NR, row k at y + k * ldy). The compiler keeps acc in
+// registers (check: the inner loop is 4 loads, 6 broadcasts and 24 FMAs with AVX-512).
+static void mm_tile(float out[MM_MR * MM_NR], int kc, MatView x, const float* y, size_t ldy) {
+    float acc[MM_MR][MM_NR] = {{0.0f}};
+    for (int k = 0; k < kc; k++) {
+        const float* yk = y + k * ldy;
+        for (int r = 0; r < MM_MR; r++) {
+            float a = x.p[r * x.rs + k * x.cs];
+            for (int j = 0; j < MM_NR; j++) acc[r][j] += a * yk[j];
+        }
+    }
+    memcpy(out, acc, sizeof(acc));
+}
+
+// Z (M x Nc, row stride ldz) = (accumulate ? Z : bias per column or 0) + X @ Y.
+// Called by every thread of a parallel region: the tiles are shared out with `omp for nowait`, so
+// the callers can run independent products in one region with no barrier between them.
+static void matmul_blocked(float* z, size_t ldz, MatView X, MatView Y, const float* bias, int accumulate,
+                           int M, int K, int Nc) {
+    int tiles = (M + MM_MR - 1) / MM_MR, panels = (Nc + MM_NR - 1) / MM_NR;
+    int row_blocks = (tiles + MM_MC - 1) / MM_MC;
+#ifdef OMP
+    // enough tasks for every thread (splits the rows finer when there are few column panels)
+    int want = 2 * omp_get_num_threads();
+    if (row_blocks * panels < want) row_blocks = (want + panels - 1) / panels;
+    if (row_blocks > tiles) row_blocks = tiles;
+#endif
+    int tiles_per_block = (tiles + row_blocks - 1) / row_blocks;
+    #pragma omp for collapse(2) schedule(static) nowait
+    for (int rb = 0; rb < row_blocks; rb++)
+        for (int p = 0; p < panels; p++) {
+            float ypack[MM_KC * MM_NR];  // Y's block, when it has to be copied (transposed or ragged)
+            float xpack[MM_MR * MM_KC];  // X's last tile of rows, zero-padded
+            float tile[MM_MR * MM_NR];
+            int j0 = p * MM_NR, nr = Nc - j0 < MM_NR ? Nc - j0 : MM_NR;
+            int t0 = rb * tiles_per_block, t1 = t0 + tiles_per_block < tiles ? t0 + tiles_per_block : tiles;
+            for (int k0 = 0; k0 < K; k0 += MM_KC) {
+                int kc = K - k0 < MM_KC ? K - k0 : MM_KC;
+                const float* y = Y.p + k0 * Y.rs + j0 * Y.cs;
+                size_t ldy = Y.rs;
+                if (Y.cs != 1 || nr < MM_NR) {
+                    for (int j = 0; j < MM_NR; j++)
+                        for (int k = 0; k < kc; k++)
+                            ypack[k * MM_NR + j] = j < nr ? y[k * Y.rs + j * Y.cs] : 0.0f;
+                    y = ypack;
+                    ldy = MM_NR;
+                }
+                for (int t = t0; t < t1; t++) {
+                    int m0 = t * MM_MR, mr = M - m0 < MM_MR ? M - m0 : MM_MR;
+                    MatView x = { X.p + m0 * X.rs + k0 * X.cs, X.rs, X.cs };
+                    if (mr < MM_MR) {
+                        for (int r = 0; r < MM_MR; r++)
+                            for (int k = 0; k < kc; k++)
+                                xpack[r * kc + k] = r < mr ? x.p[r * x.rs + k * x.cs] : 0.0f;
+                        x = (MatView){ xpack, (size_t)kc, 1 };
+                    }
+                    mm_tile(tile, kc, x, y, ldy);
+                    for (int r = 0; r < mr; r++) {
+                        float* zr = z + (m0 + r) * ldz + j0;
+                        const float* tr = tile + r * MM_NR;
+                        if (k0 > 0 || accumulate) for (int j = 0; j < nr; j++) zr[j] += tr[j];
+                        else if (bias) for (int j = 0; j < nr; j++) zr[j] = bias[j0 + j] + tr[j];
+                        else for (int j = 0; j < nr; j++) zr[j] = tr[j];
+                    }
+                }
+            }
+        }
+}
+
+void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C, int OC) {
+    MatView x = { inp, (size_t)C, 1 };     // inp (N,C)
+    MatView y = { weight, 1, (size_t)C };  // weight^T (C,OC): copied into ypack block by block
+    #pragma omp parallel if ((size_t)N * C * OC >= MM_PARALLEL_MIN_WORK)
+    matmul_blocked(out, OC, x, y, bias, 0, N, C, OC);
+}
+
+void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                     const float* weight, int N, int C, int OC) {
+    // the three gradients are independent: one parallel region, no barrier between them
+    #pragma omp parallel if (2 * (size_t)N * C * OC >= MM_PARALLEL_MIN_WORK)
+    {
+        matmul_blocked(dinp, C, (MatView){ dout, (size_t)OC, 1 }, (MatView){ weight, (size_t)C, 1 }, NULL, 1, N, OC, C);
+        matmul_blocked(dweight, C, (MatView){ dout, 1, (size_t)OC }, (MatView){ inp, (size_t)C, 1 }, NULL, 1, OC, N, C);
+        enum { CH = 256 };  // dbias: columns per task, each summing its rows in order
+        #pragma omp for schedule(static) nowait
+        for (int o0 = 0; o0 < (dbias ? OC : 0); o0 += CH) {
+            int o1 = o0 + CH < OC ? o0 + CH : OC;
+            float db[CH] = {0};
+            for (int n = 0; n < N; n++)
+                for (int o = o0; o < o1; o++) db[o - o0] += dout[(size_t)n * OC + o];
+            for (int o = o0; o < o1; o++) dbias[o] += db[o - o0];
+        }
+    }
+}
+
+// ---- Attention
+
 // Causal self-attention. qkv holds q, k, v side by side per position: (B,T,3C), heads of size hs = C/NH.
 // preatt[b,h,t,s] = q_t . k_s / sqrt(hs) for s <= t; att = softmax over s; out_t = sum_s att[t,s] v_s.
-void attention_forward(float* out, float* preatt, float* att, const float* qkv, int B, int T, int C, int NH) {
+void attention_forward_reference(float* out, float* preatt, float* att, const float* qkv, int B, int T, int C, int NH) {
     // out (B,T,C), preatt and att (B,NH,T,T), qkv (B,T,3C)
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
@@ -203,11 +396,47 @@ void attention_forward(float* out, float* preatt, float* att, const float* qkv, 
             }
 }
 
+// Fast: the same loops with the dot products as vector sums (`omp simd reduction`, a fixed order).
+void attention_forward(float* out, float* preatt, float* att, const float* qkv, int B, int T, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    #pragma omp parallel for collapse(3) schedule(static) if ((size_t)B * NH * T * T * hs >= PARALLEL_MIN_WORK)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                const float* q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
+                float* pre = preatt + (((size_t)b * NH + h) * T + t) * T;
+                float* a = att + (((size_t)b * NH + h) * T + t) * T;
+                float maxv = -INFINITY;
+                for (int s = 0; s <= t; s++) {
+                    const float* k = qkv + ((size_t)b * T + s) * 3 * C + C + h * hs;
+                    float dot = 0.0f;
+                    #pragma omp simd reduction(+:dot)
+                    for (int i = 0; i < hs; i++) dot += q[i] * k[i];
+                    pre[s] = dot * scale;
+                    maxv = pre[s] > maxv ? pre[s] : maxv;
+                }
+                float sum = 0.0f;
+                for (int s = 0; s <= t; s++) { a[s] = expf(pre[s] - maxv); sum += a[s]; }
+                float inv = 1.0f / sum;
+                for (int s = 0; s <= t; s++) a[s] *= inv;
+                for (int s = t + 1; s < T; s++) { a[s] = 0.0f; pre[s] = 0.0f; }
+                float* o = out + ((size_t)b * T + t) * C + h * hs;
+                for (int i = 0; i < hs; i++) o[i] = 0.0f;
+                for (int s = 0; s <= t; s++) {
+                    const float* v = qkv + ((size_t)b * T + s) * 3 * C + 2 * C + h * hs;
+                    float as = a[s];
+                    #pragma omp simd
+                    for (int i = 0; i < hs; i++) o[i] += as * v[i];
+                }
+            }
+}
+
 // dv_s += att[t,s] dout_t;  datt[t,s] = dout_t . v_s;  dpre = att * (datt - sum_s att*datt)  (softmax);
 // dq_t += sum_s dpre[t,s] k_s * scale;  dk_s += dpre[t,s] q_t * scale.
 // Parallel over (b, h): every write lands in that head's slice, so threads never collide.
-void attention_backward(float* dqkv, float* dpreatt, float* datt, const float* dout, const float* qkv,
-                        const float* att, int B, int T, int C, int NH) {
+void attention_backward_reference(float* dqkv, float* dpreatt, float* datt, const float* dout, const float* qkv,
+                                  const float* att, int B, int T, int C, int NH) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     #pragma omp parallel for collapse(2) schedule(static)
@@ -239,18 +468,60 @@ void attention_backward(float* dqkv, float* dpreatt, float* datt, const float* d
             }
 }
 
-// GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+// Fast: the same loops, vectorized over the head dimension (dq_t, dk_s, dv_s are distinct rows).
+void attention_backward(float* dqkv, float* dpreatt, float* datt, const float* dout, const float* qkv,
+                        const float* att, int B, int T, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * T * T * hs >= PARALLEL_MIN_WORK)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                const float* a = att + (((size_t)b * NH + h) * T + t) * T;
+                float* da = datt + (((size_t)b * NH + h) * T + t) * T;
+                float* dpre = dpreatt + (((size_t)b * NH + h) * T + t) * T;
+                const float* d = dout + ((size_t)b * T + t) * C + h * hs;
+                for (int s = 0; s <= t; s++) {
+                    const float* v = qkv + ((size_t)b * T + s) * 3 * C + 2 * C + h * hs;
+                    float* dv = dqkv + ((size_t)b * T + s) * 3 * C + 2 * C + h * hs;
+                    float as = a[s], dot = 0.0f;
+                    #pragma omp simd reduction(+:dot)
+                    for (int i = 0; i < hs; i++) { dot += d[i] * v[i]; dv[i] += as * d[i]; }
+                    da[s] = dot;
+                }
+                float ad = 0.0f;
+                for (int s = 0; s <= t; s++) ad += a[s] * da[s];
+                for (int s = 0; s <= t; s++) dpre[s] = a[s] * (da[s] - ad);
+                const float* q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
+                float* dq = dqkv + ((size_t)b * T + t) * 3 * C + h * hs;
+                for (int s = 0; s <= t; s++) {
+                    const float* k = qkv + ((size_t)b * T + s) * 3 * C + C + h * hs;
+                    float* dk = dqkv + ((size_t)b * T + s) * 3 * C + C + h * hs;
+                    float g = dpre[s] * scale;
+                    #pragma omp simd
+                    for (int i = 0; i < hs; i++) { dq[i] += g * k[i]; dk[i] += g * q[i]; }
+                }
+            }
+}
+
+// ---- GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
 #define GELU_SCALE 0.7978845608028654f  // sqrt(2/pi)
-void gelu_forward(float* out, const float* inp, size_t n) {
-    #pragma omp parallel for schedule(static)
+void gelu_forward_reference(float* out, const float* inp, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + 0.044715f * x * x * x)));
     }
 }
 
-void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
-    #pragma omp parallel for schedule(static)
+void gelu_forward(float* out, const float* inp, size_t n) {
+    #pragma omp parallel for simd schedule(static) if (parallel: n >= PARALLEL_MIN_WORK)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanh_fast(GELU_SCALE * (x + 0.044715f * x * x * x)));
+    }
+}
+
+void gelu_backward_reference(float* dinp, const float* inp, const float* dout, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         float u = GELU_SCALE * (x + 0.044715f * x * x * x);
@@ -261,19 +532,36 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
     }
 }
 
+void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
+    #pragma omp parallel for simd schedule(static) if (parallel: n >= PARALLEL_MIN_WORK)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float u = GELU_SCALE * (x + 0.044715f * x * x * x);
+        float th = tanh_fast(u);
+        float sech2 = 1.0f - th * th;
+        float du = GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] += dout[i] * (0.5f * (1.0f + th) + 0.5f * x * sech2 * du);
+    }
+}
+
+// ---- Residual
+
 void residual_forward(float* out, const float* a, const float* b, size_t n) {
+    #pragma omp parallel for simd schedule(static) if (parallel: n >= PARALLEL_MIN_WORK)
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
 void residual_backward(float* da, float* db, const float* dout, size_t n) {
+    #pragma omp parallel for simd schedule(static) if (parallel: n >= PARALLEL_MIN_WORK)
     for (size_t i = 0; i < n; i++) { da[i] += dout[i]; db[i] += dout[i]; }
 }
 
+// ---- Classifier
+
 // Softmax over the first V of Vp logits and the cross-entropy of each valid target.
 // losses[n] = -log probs[n, target[n]], or 0 where target[n] == -1. Returns the sum over rows.
-double classifier_forward(float* probs, float* losses, const float* logits, const int* targets, int N, int V, int Vp) {
+double classifier_forward_reference(float* probs, float* losses, const float* logits, const int* targets, int N, int V, int Vp) {
     // probs, logits (N,Vp); losses, targets (N)
-    #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float* z = logits + (size_t)n * Vp;
         float* p = probs + (size_t)n * Vp;
@@ -286,6 +574,30 @@ double classifier_forward(float* probs, float* losses, const float* logits, cons
         losses[n] = (targets && targets[n] != -1) ? -logf(p[targets[n]]) : 0.0f;
     }
     double total = 0.0;
+    for (int n = 0; n < N; n++) total += losses[n];
+    return total;
+}
+
+// Fast: vector max, vector exp and sum (fixed-order vector reductions), one multiply to normalize.
+// The loss comes from the logits, -log p = log(sum) - (z - max), not from the rounded probability.
+double classifier_forward(float* probs, float* losses, const float* logits, const int* targets, int N, int V, int Vp) {
+    #pragma omp parallel for schedule(static) if ((size_t)N * Vp >= PARALLEL_MIN_WORK)
+    for (int n = 0; n < N; n++) {
+        const float* z = logits + (size_t)n * Vp;
+        float* p = probs + (size_t)n * Vp;
+        float maxv = -INFINITY;
+        #pragma omp simd reduction(max:maxv)
+        for (int v = 0; v < V; v++) maxv = z[v] > maxv ? z[v] : maxv;
+        float sum = 0.0f;
+        #pragma omp simd reduction(+:sum)
+        for (int v = 0; v < V; v++) { p[v] = exp_fast(z[v] - maxv); sum += p[v]; }
+        float inv = 1.0f / sum;
+        #pragma omp simd
+        for (int v = 0; v < V; v++) p[v] *= inv;
+        for (int v = V; v < Vp; v++) p[v] = 0.0f;
+        losses[n] = (targets && targets[n] != -1) ? logf(sum) - (z[targets[n]] - maxv) : 0.0f;
+    }
+    double total = 0.0;
     for (int n = 0; n < N; n++) total += losses[n];  // fixed order: deterministic
     return total;
 }
@@ -293,7 +605,7 @@ double classifier_forward(float* probs, float* losses, const float* logits, cons
 // d(sum of losses)/dlogits = probs - onehot(target) for valid rows (dloss = 1 each), 0 for masked
 // rows and for the padded columns. The 1/N normalization happens once, at the update.
 void classifier_backward(float* dlogits, const float* probs, const int* targets, int N, int V, int Vp) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * Vp >= PARALLEL_MIN_WORK)
     for (int n = 0; n < N; n++) {
         float* d = dlogits + (size_t)n * Vp;
         const float* p = probs + (size_t)n * Vp;
@@ -475,7 +787,9 @@ void gpt2_build(GPT2* model, const GPT2Config* c, const float* init_params, int 
     memcpy(model->params_memory, init_params, model->num_params * sizeof(float));
     gpt2_point_views(&model->params, model->params_memory, sizeof(float), c);
     gpt2_point_views(&model->grads, model->grads_memory, sizeof(float), c);
-    model->grad_shard = (float*)callocCheck(model->shard_size, sizeof(float));
+    // With one rank the shard is the whole buffer: alias it, so the reduce-scatter copies nothing
+    // and the memory of a second gradient copy is saved.
+    model->grad_shard = world == 1 ? model->grads_memory : (float*)callocCheck(model->shard_size, sizeof(float));
     if (sync_each_microstep) model->grad_shard_acc = (float*)callocCheck(model->shard_size, sizeof(float));
     model->opt_count = zero_stage == 1 ? model->shard_size : padded;
     model->m_memory = (float*)callocCheck(model->opt_count, sizeof(float));
@@ -488,7 +802,10 @@ void gpt2_build(GPT2* model, const GPT2Config* c, const float* init_params, int 
 }
 
 void gpt2_free(GPT2* model) {
-    free(model->params_memory); free(model->grads_memory); free(model->grad_shard); free(model->grad_shard_acc);
+    if (model->grad_shard != model->grads_memory) free(model->grad_shard);  // one rank: an alias
+    free(model->params_memory);
+    free(model->grads_memory);
+    free(model->grad_shard_acc);
     free(model->m_memory); free(model->v_memory); free(model->acts_memory); free(model->grad_acts_memory);
 }
 

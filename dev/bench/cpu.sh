@@ -11,6 +11,11 @@
 # per-layer table for d12. Environment knobs (defaults in brackets):
 #   THREADS [nproc]  PRESETS ["tiny d12"]  ROUNDS [2]  STEPS_tiny [20]  STEPS_d12 [8]
 #   PROFILE [1]: 0 skips the per-layer profile;  C_BIN [./train_gpt2]: the C trainer to time
+#   C_BASELINE [unset]: another train_gpt2 binary (e.g. built from an older commit), timed as side
+#     "C0" in the same rounds, for a before/after ratio measured side by side
+#   PY_OPENBLAS_CORETYPE [unset]: OpenBLAS kernel for PyTorch. By default the Python runs drop any
+#     OPENBLAS_CORETYPE from the environment so OpenBLAS picks its best kernels for this CPU (a
+#     forced older core, e.g. Haswell on an AVX-512 machine, would slow PyTorch down); set it to force one.
 set -u
 cd "$(dirname "$0")/../.."
 THREADS=${THREADS:-$(nproc)}
@@ -24,7 +29,11 @@ PY=python3
 if /usr/bin/python3 -c 'import torch, numpy' 2>/dev/null; then PY=/usr/bin/python3; fi
 if ! $PY -c 'import torch, numpy' 2>/dev/null; then echo "cpu.sh: error: no python3 with torch and numpy"; exit 1; fi
 [ -x "$C_BIN" ] || { echo "cpu.sh: error: $C_BIN missing: run 'make train_gpt2' first"; exit 1; }
+[ -z "${C_BASELINE:-}" ] || [ -x "$C_BASELINE" ] || { echo "cpu.sh: error: C_BASELINE=$C_BASELINE is not executable"; exit 1; }
 LOG=build/bench
+# the environment of every PyTorch process: same thread count, OpenBLAS on its own choice of kernel
+if [ -n "${PY_OPENBLAS_CORETYPE:-}" ]; then PY_ENV=(env OPENBLAS_CORETYPE="$PY_OPENBLAS_CORETYPE"); else PY_ENV=(env -u OPENBLAS_CORETYPE); fi
+PY_ENV+=(OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS")
 mkdir -p "$LOG"
 
 # ---- data: tinyshakespeare shards (offline from ../shared when there, else downloaded)
@@ -62,7 +71,7 @@ EOF
 
 # ---- which BLAS PyTorch calls, and its thread count
 blas_report() {
-    OPENBLAS_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS $PY - "$THREADS" <<'EOF'
+    "${PY_ENV[@]}" $PY - "$THREADS" <<'EOF'
 import os, re, sys, torch
 n = int(sys.argv[1])
 torch.set_num_threads(n)
@@ -110,6 +119,9 @@ if echo "$REPORT" | grep -q '^BLAS_KIND=reference'; then
 fi
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== threads: C OMP_NUM_THREADS=$THREADS, Py --threads $THREADS (and OMP/OPENBLAS_NUM_THREADS=$THREADS)"
+if [ -n "${OPENBLAS_CORETYPE:-}" ] && [ -z "${PY_OPENBLAS_CORETYPE:-}" ]; then
+    echo "   (the environment has OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE; the Python runs drop it, see PY_OPENBLAS_CORETYPE)"
+fi
 
 # step_ms FILE: the step time (ms) of every step line but the first, one per line; the time is the
 # first "| N ms" field (the C lines go on with "(comm N ms)")
@@ -118,33 +130,51 @@ step_ms() {
 }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
-printf "\n%-6s %-3s %6s %10s %10s %10s %12s\n" preset side steps median_ms tok_per_s peak_MB "round medians (ms)"
+# run_side SIDE PRESET STEPS LOG: one training run of C (./train_gpt2), C0 (the baseline binary) or Py
+run_side() {
+    local side=$1 preset=$2 steps=$3 log=$4
+    case $side in
+        C|C0) local bin=$C_BIN; [ "$side" = C0 ] && bin=$C_BASELINE
+              OMP_NUM_THREADS=$THREADS measure "$log" "$bin" -e "$preset" -b $B -t $T -k 1 -x "$steps" \
+                  -v 0 -s 0 -j "" -i "$TRAIN_BIN" ;;
+        Py)   measure "$log" "${PY_ENV[@]}" $PY train_gpt2.py --model "$preset" \
+                  --B $B --T $T --K 1 --num_iterations "$steps" --threads "$THREADS" --input_bin "$TRAIN_BIN" ;;
+    esac || { echo "$side run failed: $log"; tail -5 "$log"; exit 1; }
+}
+
+SIDES="C Py"
+[ -n "${C_BASELINE:-}" ] && SIDES="C0 C Py"
+printf "\n%-6s %-4s %6s %10s %10s %10s  %s\n" preset side steps median_ms tok_per_s peak_MB "median of each round (ms)"
 for preset in $PRESETS; do
     var=STEPS_$preset
     STEPS=${!var:-$([ "$preset" = tiny ] && echo 20 || echo 8)}
-    : >"$LOG/$preset.c.ms"; : >"$LOG/$preset.py.ms"
-    c_rss=0; py_rss=0; c_rounds=""; py_rounds=""
+    declare -A tok rss rounds
+    for side in $SIDES; do : >"$LOG/$preset.$side.ms"; rss[$side]=0; rounds[$side]=""; done
     for r in $(seq 1 "$ROUNDS"); do
-        OMP_NUM_THREADS=$THREADS measure "$LOG/$preset.c.$r.log" "$C_BIN" -e "$preset" -b $B -t $T -k 1 -x "$STEPS" \
-            -v 0 -s 0 -j "" -i "$TRAIN_BIN" || { echo "C run failed: $LOG/$preset.c.$r.log"; tail -5 "$LOG/$preset.c.$r.log"; exit 1; }
-        OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS measure "$LOG/$preset.py.$r.log" $PY train_gpt2.py --model "$preset" \
-            --B $B --T $T --K 1 --num_iterations "$STEPS" --threads "$THREADS" --input_bin "$TRAIN_BIN" \
-            || { echo "Py run failed: $LOG/$preset.py.$r.log"; tail -5 "$LOG/$preset.py.$r.log"; exit 1; }
-        step_ms "$LOG/$preset.c.$r.log" >>"$LOG/$preset.c.ms"
-        step_ms "$LOG/$preset.py.$r.log" >>"$LOG/$preset.py.ms"
-        c_rounds="$c_rounds $(step_ms "$LOG/$preset.c.$r.log" | median)"
-        py_rounds="$py_rounds $(step_ms "$LOG/$preset.py.$r.log" | median)"
-        kb=$(grep -oE 'peak_rss_kb=[0-9]+' "$LOG/$preset.c.$r.log" | cut -d= -f2); [ "${kb:-0}" -gt $c_rss ] && c_rss=$kb
-        kb=$(grep -oE 'peak_rss_kb=[0-9]+' "$LOG/$preset.py.$r.log" | cut -d= -f2); [ "${kb:-0}" -gt $py_rss ] && py_rss=$kb
+        for side in $SIDES; do  # alternating: every side sees the same background load, round by round
+            log=$LOG/$preset.$side.$r.log
+            run_side "$side" "$preset" "$STEPS" "$log"
+            step_ms "$log" >>"$LOG/$preset.$side.ms"
+            rounds[$side]="${rounds[$side]} $(step_ms "$log" | median)"
+            kb=$(grep -oE 'peak_rss_kb=[0-9]+' "$log" | cut -d= -f2)
+            [ "${kb:-0}" -gt "${rss[$side]}" ] && rss[$side]=$kb
+        done
     done
-    c_ms=$(median <"$LOG/$preset.c.ms"); py_ms=$(median <"$LOG/$preset.py.ms")
-    c_tok=$(awk -v m="$c_ms" -v n=$((B * T)) 'BEGIN {printf "%.0f", n * 1000 / m}')
-    py_tok=$(awk -v m="$py_ms" -v n=$((B * T)) 'BEGIN {printf "%.0f", n * 1000 / m}')
-    c_threads=$(grep -oE 'threads: [0-9]+ OpenMP' "$LOG/$preset.c.1.log" | grep -oE '[0-9]+')
-    printf "%-6s %-3s %6s %10.1f %10s %10.0f %s\n" "$preset" C "$(wc -l <"$LOG/$preset.c.ms")" "$c_ms" "$c_tok" "$(awk -v k=$c_rss 'BEGIN {print k / 1024}')" "$c_rounds (OpenMP threads: ${c_threads:-?})"
-    printf "%-6s %-3s %6s %10.1f %10s %10.0f %s\n" "$preset" Py "$(wc -l <"$LOG/$preset.py.ms")" "$py_ms" "$py_tok" "$(awk -v k=$py_rss 'BEGIN {print k / 1024}')" "$py_rounds (torch threads: $THREADS)"
-    awk -v a="$c_tok" -v b="$py_tok" -v p="$preset" -v rc=$c_rss -v rp=$py_rss \
-        'BEGIN {printf "%-6s ratio C/Py tokens/s = %.2fx, peak RSS C/Py = %.2fx\n", p, a / b, rc / rp}'
+    for side in $SIDES; do
+        ms=$(median <"$LOG/$preset.$side.ms")
+        tok[$side]=$(awk -v m="$ms" -v n=$((B * T)) 'BEGIN {printf "%.0f", n * 1000 / m}')
+        case $side in
+            Py) threads="torch threads: $THREADS" ;;
+            *)  threads="OpenMP threads: $(grep -oE 'threads: [0-9]+ OpenMP' "$LOG/$preset.$side.1.log" | grep -oE '[0-9]+')" ;;
+        esac
+        printf "%-6s %-4s %6s %10.1f %10s %10.0f %s (%s)\n" "$preset" "$side" "$(wc -l <"$LOG/$preset.$side.ms")" "$ms" \
+            "${tok[$side]}" "$(awk -v k="${rss[$side]}" 'BEGIN {print k / 1024}')" "${rounds[$side]}" "$threads"
+    done
+    awk -v a="${tok[C]}" -v b="${tok[Py]}" -v p="$preset" -v rc="${rss[C]}" -v rp="${rss[Py]}" \
+        'BEGIN {printf "%-6s ratio C/Py: tokens/s %.2fx, peak RSS %.2fx\n", p, a / b, rc / rp}'
+    [ -n "${C_BASELINE:-}" ] && awk -v a="${tok[C]}" -v b="${tok[C0]}" -v p="$preset" \
+        'BEGIN {printf "%-6s ratio C/C0 (this build over the baseline): tokens/s %.2fx\n", p, a / b}'
+    unset tok rss rounds
 done
 echo "(logs in $LOG/; load average now $(cut -d' ' -f1-3 /proc/loadavg))"
 
