@@ -38,10 +38,19 @@ endif
 
 HEADERS = $(wildcard llmc/*.h)
 
-train_gpt2: train_gpt2.c $(HEADERS)
+# Build configuration stamps: a binary depends on the exact command that builds it, so installing MPI
+# (or NCCL, or changing CFLAGS/GPU_ARCH) after a build rebuilds it instead of leaving a stale binary.
+# The stamp is rewritten only when its text changes; make then sees it newer than the binary.
+write_stamp = @mkdir -p build; printf '%s\n' '$(subst ','\'',$(2))' > $(1).tmp; \
+  if cmp -s $(1).tmp $(1); then rm -f $(1).tmp; else mv -f $(1).tmp $(1); fi
+
+build/cpu.flags: FORCE
+	$(call write_stamp,$@,$(CPU_CC) $(CFLAGS) $(LDLIBS) | $(CC))
+
+train_gpt2: train_gpt2.c $(HEADERS) build/cpu.flags
 	$(CPU_CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-test_gpt2: test_gpt2.c train_gpt2.c $(HEADERS)
+test_gpt2: test_gpt2.c train_gpt2.c $(HEADERS) build/cpu.flags
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # ---------------------------------------------------------------------------------------------
@@ -96,10 +105,13 @@ check_nvcc:
 	@if [ -z "$(NCCL_FOUND)" ]; then echo "error: NCCL not found: no nccl.h in $(CUDA_HOME)/include or /usr/include$(if $(NCCL_HOME), or $(NCCL_HOME)/include), and no pip package nvidia-nccl-cu12 for $(PYTHON) (pip install nvidia-nccl-cu12, apt install libnccl-dev, or make NCCL_HOME=/path/to/nccl)"; exit 1; fi
 	@echo "CUDA: $(NVCC), GPU_ARCH=$(GPU_ARCH), NCCL: $(NCCL_FOUND), MPI: $(if $(NVCC_MPI),yes (mpirun -np N ./train_gpt2cu),no (single process, NCCL world size 1))"
 
-train_gpt2cu: train_gpt2.cu $(CUDA_HEADERS) | check_nvcc
+build/cuda.flags: FORCE
+	$(call write_stamp,$@,$(NVCC) $(NVCC_FLAGS) $(NVCC_LIBS) $(NVCC_MPI))
+
+train_gpt2cu: train_gpt2.cu $(CUDA_HEADERS) build/cuda.flags | check_nvcc
 	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS) $(NVCC_MPI)
 
-test_gpt2cu: test_gpt2.cu train_gpt2.cu $(CUDA_HEADERS) | check_nvcc
+test_gpt2cu: test_gpt2.cu train_gpt2.cu $(CUDA_HEADERS) build/cuda.flags | check_nvcc
 	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS) $(NVCC_MPI)
 
 # ---------------------------------------------------------------------------------------------
@@ -112,6 +124,7 @@ test: train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu
 
 clean:
 	rm -f train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu
-	rm -rf build/test
+	rm -rf build/test build/cpu.flags build/cuda.flags
 
-.PHONY: test clean check_nvcc tinyshakespeare
+FORCE:
+.PHONY: test clean check_nvcc tinyshakespeare FORCE
