@@ -17,6 +17,7 @@ typedef struct {
     const char* tokenizer;
     const char* out_dir;        // checkpoints and the log, "" for none
     int pad;                    // 1: padded rows, one example per row
+    int shuffle;                // 1: a new random row order each epoch of the training data
     // batch
     int B, T;
     long total_batch;           // tokens per window over all ranks; -1: use -k
@@ -55,6 +56,7 @@ static const ArgSpec TRAIN_ARGS[] = {
     ARG("-tk", ARG_STRING, tokenizer, "dev/data/tinyshakespeare/gpt2_tokenizer.bin", "tokenizer file for samples"),
     ARG("-o", ARG_STRING, out_dir, "", "output directory for checkpoints and main.log, \"\" for none"),
     ARG("-pad", ARG_INT, pad, "0", "row layout: 0 packed token stream, 1 one example per row, padded"),
+    ARG("-shuffle", ARG_INT, shuffle, "0", "1: training rows in a new random order each epoch (from -seed; the same on every rank)"),
     ARG("-b", ARG_INT, B, "4", "micro-batch size B (rows per rank per micro-step)"),
     ARG("-t", ARG_INT, T, "64", "sequence length T"),
     ARG("-d", ARG_LONG, total_batch, "-1", "total batch in tokens per window (all ranks); sets K = d/(B*T*P)"),
@@ -78,7 +80,7 @@ static const ArgSpec TRAIN_ARGS[] = {
     ARG("-g", ARG_INT, gen_T, "64", "tokens to sample"),
     ARG("-n", ARG_INT, ckpt_every, "0", "checkpoint every this many steps (needs -o), 0 for never"),
     ARG("-y", ARG_INT, resume, "0", "1: resume from the latest checkpoint in -o"),
-    ARG("-seed", ARG_INT, seed, "1337", "seed for initialization and sampling"),
+    ARG("-seed", ARG_INT, seed, "1337", "seed for initialization, sampling and -shuffle"),
     ARG("-dump_grads", ARG_STRING, dump_grads, "", "write each window's normalized gradient here (tests)"),
 };
 #undef ARG
@@ -149,6 +151,7 @@ static void parse_args(TrainOptions* o, int argc, char** argv) {
     snprintf(text, sizeof(text), "%d", o->K);  require(o->K == -1 || o->K > 0, "-k", "a positive integer", text);
     snprintf(text, sizeof(text), "%d", o->zero_stage); require(o->zero_stage == 0 || o->zero_stage == 1, "-z", "0 or 1", text);
     snprintf(text, sizeof(text), "%d", o->pad); require(o->pad == 0 || o->pad == 1, "-pad", "0 or 1", text);
+    snprintf(text, sizeof(text), "%d", o->shuffle); require(o->shuffle == 0 || o->shuffle == 1, "-shuffle", "0 or 1", text);
     snprintf(text, sizeof(text), "%d", o->sync_each_microstep);
     require(o->sync_each_microstep == 0 || o->sync_each_microstep == 1, "-sync_each_microstep", "0 or 1", text);
     snprintf(text, sizeof(text), "%d", o->grad_bf16); require(o->grad_bf16 == 0 || o->grad_bf16 == 1, "-grad_bf16", "0 or 1", text);

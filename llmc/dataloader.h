@@ -5,14 +5,17 @@
 //   padded (-pad 1):  row j of a shard = example j, from its opening end-of-text token to the
 //                     next one, truncated to T; the rest of the row is padding with target -1.
 // A target whose loss mask is 0 (version-2 shards) becomes -1: it adds nothing to loss or gradient.
-// Micro-step m: rank r takes rows g + r*B .. g + r*B + B-1, then g += B*P. Any split of the same
-// P*K*B therefore sees the same rows in each window: the split changes, the data does not.
+// Micro-step m: rank r takes the rows at stream positions g + r*B .. g + r*B + B-1, then g += B*P.
+// Any split of the same P*K*B therefore sees the same rows in each window: the split changes, the
+// data does not. Position g is row g mod total_rows, or, shuffled, row order_e[g mod total_rows] for
+// epoch e = g / total_rows: a permutation that depends only on (seed, e), so every rank draws the same.
 #ifndef LLMC_DATALOADER_H
 #define LLMC_DATALOADER_H
 
 #include <glob.h>
 #include "utils.h"
 #include "format.h"
+#include "rand.h"
 
 typedef struct {
     char path[1024];
@@ -33,7 +36,12 @@ typedef struct {
     Shard* shards;
     int num_shards;
     size_t total_rows;
-    size_t next_row;        // g: global row index of the next micro-step's first row (before the rank offset)
+    size_t next_row;        // g: stream position of the next micro-step's first row (before the rank offset);
+                            // it counts on across epochs, so a checkpoint's g also says which epoch
+    int shuffle;            // 1: each epoch visits the rows in its own random order
+    int shuffle_seed;
+    uint32_t* order;        // shuffled: (total_rows) the permutation of epoch order_epoch
+    size_t order_epoch;
     size_t rows_truncated;  // padded layout: examples longer than T (their tails are never trained)
     const int* memory_inputs;   // rows held in memory instead of shards (tests), (total_rows, T)
     const int* memory_targets;
@@ -152,6 +160,7 @@ static void dataloader_free(DataLoader* dl) {
         free(dl->shards[i].example_len);
     }
     free(dl->shards);
+    free(dl->order);
     free(dl->row_tokens);
     free(dl->row_mask);
     free(dl->inputs);
@@ -212,13 +221,49 @@ static void dataloader_read_row(DataLoader* dl, size_t row, int* inputs, int* ta
     }
 }
 
+// ----------------------------------------------------------------------------
+// Row order: in file order, or shuffled anew each epoch.
+
+// From now on, epoch e visits the rows in an order drawn from (seed, e) alone. Ranks never exchange it:
+// they all draw the same one, and a resumed run redraws the epoch it stopped in.
+static void dataloader_shuffle(DataLoader* dl, int seed) {
+    if (dl->total_rows > UINT32_MAX) die("cannot shuffle %zu rows: at most %u (use larger T or fewer shards)", dl->total_rows, UINT32_MAX);
+    dl->shuffle = 1;
+    dl->shuffle_seed = seed;
+    dl->order = (uint32_t*)mallocCheck(dl->total_rows * sizeof(uint32_t));
+    dl->order_epoch = SIZE_MAX;  // none drawn yet
+}
+
+// Fisher-Yates with a 64-bit draw per swap: the modulo bias is below n / 2^64, far under any effect.
+static void draw_epoch_order(DataLoader* dl, size_t epoch) {
+    Rng rng;
+    rng_seed(&rng, ((uint64_t)(uint32_t)dl->shuffle_seed << 32) ^ (uint64_t)epoch);
+    size_t n = dl->total_rows;
+    for (size_t i = 0; i < n; i++) dl->order[i] = (uint32_t)i;
+    for (size_t i = n - 1; i > 0; i--) {
+        uint64_t draw = ((uint64_t)rng_u32(&rng) << 32) | rng_u32(&rng);
+        size_t j = (size_t)(draw % (i + 1));
+        uint32_t tmp = dl->order[i]; dl->order[i] = dl->order[j]; dl->order[j] = tmp;
+    }
+    dl->order_epoch = epoch;
+}
+
+// The global row at stream position pos.
+static size_t dataloader_row_at(DataLoader* dl, size_t pos) {
+    size_t within = pos % dl->total_rows;
+    if (!dl->shuffle) return within;
+    size_t epoch = pos / dl->total_rows;
+    if (epoch != dl->order_epoch) draw_epoch_order(dl, epoch);
+    return dl->order[within];
+}
+
 // Loads this rank's B rows of the next micro-step into dl->inputs, dl->targets.
 static void dataloader_next_batch(DataLoader* dl) {
     for (int b = 0; b < dl->B; b++) {
-        size_t row = (dl->next_row + (size_t)dl->rank * dl->B + b) % dl->total_rows;
+        size_t row = dataloader_row_at(dl, dl->next_row + (size_t)dl->rank * dl->B + b);
         dataloader_read_row(dl, row, dl->inputs + (size_t)b * dl->T, dl->targets + (size_t)b * dl->T);
     }
-    dl->next_row = (dl->next_row + (size_t)dl->B * dl->world) % dl->total_rows;
+    dl->next_row += (size_t)dl->B * dl->world;
 }
 
 static void dataloader_reset(DataLoader* dl) { dl->next_row = 0; }

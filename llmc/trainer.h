@@ -138,7 +138,7 @@ static int resume_checkpoint(const TrainOptions* o, Trainable* tr, Comm* c, uint
         snprintf(reason, sizeof(reason), "'%s' was written by a run with P=%d ranks, this run has P=%d: resume with the same P",
                  path, h.header[3], c->world);
     } else if (h.header[5] != o->zero_stage || h.header[6] != o->sync_each_microstep || h.config_hash != config_hash) {
-        snprintf(reason, sizeof(reason), "'%s' was written with another configuration (model, batch or -z/-sync flags)", path);
+        snprintf(reason, sizeof(reason), "'%s' was written with another configuration (model, batch, -pad, -z/-sync flags, or -shuffle/-seed)", path);
     } else if (h.opt_bytes != tr->opt_state_bytes(tr)) {
         snprintf(reason, sizeof(reason), "'%s' holds %llu optimizer bytes, expected %zu", path,
                  (unsigned long long)h.opt_bytes, tr->opt_state_bytes(tr));
@@ -205,7 +205,12 @@ static uint64_t options_hash(const TrainOptions* o, const GPT2Config* c) {
 // and optimizer state. Step counts, schedules and evaluation settings may change between runs.
 static uint64_t resume_hash(const TrainOptions* o, const GPT2Config* c) {
     int geometry[5] = { o->B, o->T, o->pad, o->zero_stage, o->sync_each_microstep };
-    return fnv1a(fnv1a(FNV1A_SEED, geometry, sizeof(geometry)), c, sizeof(*c));
+    uint64_t x = fnv1a(fnv1a(FNV1A_SEED, geometry, sizeof(geometry)), c, sizeof(*c));
+    if (o->shuffle) {  // the row order of the epoch in progress (unshuffled runs keep their old hash)
+        int order[2] = { o->shuffle, o->seed };
+        x = fnv1a(x, order, sizeof(order));
+    }
+    return x;
 }
 
 // K per step from -d, -k or -k_schedule.
@@ -251,6 +256,7 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
     resolve_k_schedule(o, c->world, &ks);
     DataLoader train, val;
     open_loader(&train, o->train_data, o, c, cfg->vocab_size, "opening the training data (-i)");
+    if (o->shuffle) dataloader_shuffle(&train, o->seed);
     int has_val = o->val_data[0] != '\0' && o->val_every > 0;
     if (has_val) open_loader(&val, o->val_data, o, c, cfg->vocab_size, "opening the validation data (-j)");
     int max_steps = o->max_steps;
@@ -260,8 +266,9 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
         if (max_steps < 1) max_steps = 1;
     }
     if (master) {
-        printf("data: %zu training rows of T=%d (%s layout) in %d shard(s)%s\n", train.total_rows, o->T,
-               o->pad ? "padded" : "packed", train.num_shards, has_val ? "" : ", no validation");
+        printf("data: %zu training rows of T=%d (%s layout) in %d shard(s), %s%s\n", train.total_rows, o->T,
+               o->pad ? "padded" : "packed", train.num_shards, o->shuffle ? "shuffled each epoch" : "in file order",
+               has_val ? "" : ", no validation");
         if (o->pad && train.rows_truncated)
             printf("data: %zu example(s) are longer than T=%d and will be truncated\n", train.rows_truncated, o->T);
         printf("window: P=%d ranks x K=%d micro-steps x B=%d rows x T=%d = %ld tokens per step%s; %s optimizer%s\n",

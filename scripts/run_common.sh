@@ -25,6 +25,7 @@ CKPT_EVERY=${CKPT_EVERY:-2000}
 VAL_EVERY=${VAL_EVERY:-250}
 SAMPLE_EVERY=${SAMPLE_EVERY:-2000}
 GRAD_BF16=${GRAD_BF16:-0}                # 1: bf16 gradient buffer (half the gradient memory)
+SHUFFLE=${SHUFFLE:-1}                    # 1: rows in a new random order each epoch (-shuffle)
 BIN=${BIN:-./train_gpt2cu}
 EXTRA=${EXTRA:-}                         # more train_gpt2cu flags, e.g. EXTRA="-sync_each_microstep 1"
 
@@ -43,7 +44,7 @@ ls "$OUT"/DONE_* >/dev/null 2>&1 && RESUME=1
 
 ARGS=(-e "$PRESET" -i "$DATA/*_train_*.bin" -j "$DATA/*_val_*.bin" -b "$B" -t "$T" -d "$TOTAL" -x "$STEPS"
       -l "$LR" -u "$WARMUP" -q "$FINAL_FRAC" -c "$WD" -v "$VAL_EVERY" -m 20 -s "$SAMPLE_EVERY" -g 144
-      -o "$OUT" -n "$CKPT_EVERY" -y "$RESUME" -grad_bf16 "$GRAD_BF16")
+      -o "$OUT" -n "$CKPT_EVERY" -y "$RESUME" -grad_bf16 "$GRAD_BF16" -shuffle "$SHUFFLE")
 # shellcheck disable=SC2206
 ARGS+=($EXTRA)
 echo "GPT-2 $MODEL ($PRESET): NGPU=$NGPU B=$B T=$T total batch $TOTAL tokens -> K=$((TOTAL / PER_STEP)) micro-steps; lr $LR; out $OUT$([ $RESUME = 1 ] && echo ' (resuming)')"

@@ -1,9 +1,10 @@
 // loader_rows.c: prints the rows llmc/dataloader.h yields, for dev/test/test_sft.py.
 //
 //   gcc -O2 -I. dev/test/loader_rows.c -o build/test/loader_rows
-//   build/test/loader_rows PATTERN B T LAYOUT RANK WORLD STEPS
+//   build/test/loader_rows PATTERN B T LAYOUT RANK WORLD STEPS [SHUFFLE_SEED]
 //
-// LAYOUT is 0 (packed) or 1 (padded, one example per row). The output is text:
+// LAYOUT is 0 (packed) or 1 (padded, one example per row); with SHUFFLE_SEED the rows of each epoch come
+// in the order dataloader_shuffle draws from that seed (the trainer's -shuffle 1 -seed S). The output is text:
 //   rows <total_rows> truncated <rows_truncated>
 // then, for each of STEPS micro-steps and each of this rank's B rows, one line
 //   <step> <b> | <T inputs> | <T targets>
@@ -11,8 +12,8 @@
 #include "llmc/dataloader.h"
 
 int main(int argc, char** argv) {
-    if (argc != 8) {
-        fprintf(stderr, "usage: %s PATTERN B T LAYOUT RANK WORLD STEPS\n", argv[0]);
+    if (argc != 8 && argc != 9) {
+        fprintf(stderr, "usage: %s PATTERN B T LAYOUT RANK WORLD STEPS [SHUFFLE_SEED]\n", argv[0]);
         return 1;
     }
     const char* pattern = argv[1];
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
         fprintf(stderr, "error: %s\n", err);
         return 1;
     }
+    if (argc == 9) dataloader_shuffle(&dl, atoi(argv[8]));
     printf("rows %zu truncated %zu\n", dl.total_rows, dl.rows_truncated);
     for (int m = 0; m < steps; m++) {
         dataloader_next_batch(&dl);

@@ -109,6 +109,32 @@ checks.check(same_losses and same_model, "resume is bit-identical",
              f"losses {step_losses(so_full)} vs {step_losses(so_a)} + {step_losses(so_b)}; final model files "
              f"{'identical' if same_model else 'differ'}" if ok else tail(se1 + se2 + se3))
 
+# --- -shuffle 1: resume redraws the row order of the epoch it stopped in ---------------------------
+# 10 rows of T=32, 4 rows per step: step 3 crosses into epoch 1 after the resume at step 2.
+small = os.path.join(work, "small_train.bin")
+formats.write_shard(small, formats.read_shard(train)[0][:10 * 32 + 1])
+
+
+def shuffle_run(out, steps, extra=()):
+    return run(["./train_gpt2", "-e", "tiny", "-i", small, "-j", "", "-s", "0", "-t", "32", "-b", "2", "-k", "2",
+                "-x", str(steps), "-n", "2", "-o", out, "-l", "1e-3", "-shuffle", "1"] + list(extra))
+
+
+sfull, spart, splain = (os.path.join(work, n) for n in ("shuffle_full", "shuffle_part", "plain"))
+rc1, so_full, se1 = shuffle_run(sfull, 4)
+rc2, so_a, se2 = shuffle_run(spart, 2)
+rc3, so_b, se3 = shuffle_run(spart, 4, ["-y", "1"])
+rc4, so_plain, se4 = shuffle_run(splain, 4, ["-shuffle", "0"])
+ok = rc1 == rc2 == rc3 == rc4 == 0
+same = ok and step_losses(so_full) == step_losses(so_a) + step_losses(so_b) and \
+    open(os.path.join(sfull, "model_00000004.bin"), "rb").read() == open(os.path.join(spart, "model_00000004.bin"), "rb").read()
+differs = ok and step_losses(so_full) != step_losses(so_plain)
+checks.check(same and differs and "shuffled each epoch" in so_full, "-shuffle 1: resume across an epoch boundary is bit-identical",
+             f"losses {step_losses(so_full)}; unshuffled {step_losses(so_plain)}" if ok else tail(se1 + se2 + se3 + se4))
+rc, so, se = shuffle_run(spart, 4, ["-y", "1", "-seed", "7"])
+checks.check(rc == 1 and "-shuffle/-seed" in se and len(se.strip().splitlines()) == 1,
+             "-shuffle 1: resuming with another -seed is refused", f"exit {rc}: {tail(se, 2)}")
+
 # --- a run killed while checkpointing leaves the previous checkpoint intact -----------------------
 kill_dir = os.path.join(work, "kill")
 survived = attempted = 0

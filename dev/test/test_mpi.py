@@ -151,6 +151,15 @@ if r is not None:
     checks.check(bool(line) and f"all-reduce {STEPS} call(s)" in line[0] and "reduce-scatter" not in line[0],
                  "-z 0: one gradient all-reduce per window, no reduce-scatter", line[0] if line else "no line")
 
+# -shuffle 1: every rank draws the same row order, so the split still does not matter; and the
+# order does change the run (else this comparison would prove nothing about shuffling).
+shuf_ref = train_run("P1_K1_B8_shuffle", 1, 1, 8, ["-shuffle", "1"])
+shuf = train_run("P2_K2_B2_shuffle", 2, 2, 2, ["-shuffle", "1"])
+compare("P=2 K=2 -shuffle 1 vs P=1 K=1 -shuffle 1", shuf, shuf_ref)
+if shuf_ref is not None and ref is not None:
+    checks.check(shuf_ref["losses"] != ref["losses"], "-shuffle 1 changes the rows trained on",
+                 f"losses {shuf_ref['losses']} vs {ref['losses']} in file order")
+
 # A K schedule: windows of 8, 4 and 2 rows. Reference: one rank taking each window in one micro-step
 # needs B to change, so compare against P=1 with the same schedule of rows (K=4,2,1 at B=2).
 sched_ref = train_run("P1_sched", 1, None, 2, ["-k_schedule", "0:4,1:2,2:1"])

@@ -71,9 +71,10 @@ def reference_rows(paths, T, padded):
     return rows, truncated
 
 
-def c_rows(pattern, B, T, padded, rank, world, steps):
+def c_rows(pattern, B, T, padded, rank, world, steps, shuffle_seed=None):
     """What the C loader yields: (total rows, truncated, [[(inputs, targets)] * B] per micro-step)."""
-    rc, so, se = run([loader_bin, pattern, str(B), str(T), str(padded), str(rank), str(world), str(steps)])
+    extra = [] if shuffle_seed is None else [str(shuffle_seed)]
+    rc, so, se = run([loader_bin, pattern, str(B), str(T), str(padded), str(rank), str(world), str(steps)] + extra)
     if rc != 0:
         raise RuntimeError(f"loader_rows {pattern} failed: {tail(se)}")
     lines = so.splitlines()
@@ -135,6 +136,34 @@ for padded in (0, 1):
     both_rows[padded] = check_layout(f"synthetic train+val, {lay}", [train, val], both, 8, T, padded, steps)
 # Truncation: at T=16 most examples are longer than a row.
 check_layout("synthetic val, padded, T=16", [val], val, 7, 16, 1, val_steps)
+
+
+def check_shuffled(name, paths, pattern, B, T, padded, seed):
+    """-shuffle 1: each epoch is a permutation of all rows, a different one per epoch and seed, and
+    P=2 still splits the P=1 micro-steps."""
+    ref = reference_rows(paths, T, padded)[0]
+    R = len(ref)
+    steps = (3 * R) // (2 * B) + 1                       # a little more than three epochs
+    stream = lambda seed, rank=0, world=1, b=2 * B: [r for step in c_rows(pattern, b, T, padded, rank, world, steps, seed)[2]
+                                                     for r in step]
+    one = stream(seed)
+    epochs = [one[e * R:(e + 1) * R] for e in range(3)]
+    perms = all(collections.Counter(ep) == collections.Counter(ref) for ep in epochs)
+    orders_differ = epochs[0] != ref[:R] and epochs[1] != epochs[0] and epochs[2] != epochs[1]
+    other_seed = stream(seed + 1)[:R] != epochs[0]
+    checks.check(perms and orders_differ and other_seed, f"{name}: -shuffle 1 epochs are permutations",
+                 f"{R} rows; each of 3 epochs holds every row once; file order, epochs 0/1/2 and seed {seed} vs "
+                 f"{seed + 1} all differ" + ("" if perms else "; an epoch is NOT a permutation")
+                 + ("" if orders_differ and other_seed else "; two orders are identical"))
+    ranks = [stream(seed, r, 2, B) for r in range(2)]
+    split = all(ranks[0][m * B:(m + 1) * B] + ranks[1][m * B:(m + 1) * B] == one[m * 2 * B:(m + 1) * 2 * B]
+                for m in range(steps))
+    checks.check(split, f"{name}: -shuffle 1 P=2 splits the P=1 rows",
+                 f"{steps} micro-steps crossing 3 epoch boundaries: rank 0's + rank 1's = the P=1 micro-step")
+
+
+check_shuffled("synthetic val, padded", [val], val, 7, T, 1, 1337)
+check_shuffled("synthetic train+val, packed", [train, val], both, 8, T, 0, 5)
 
 # Version-1 shards (no mask) cut from the synthetic tokens mid-example, sizes not multiples of T.
 tokens, _ = formats.read_shard(train)
