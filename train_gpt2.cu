@@ -493,11 +493,9 @@ static double gpu_sumsq(Trainable* tr, const void* grad, size_t count) {
     return scalar_wait(m);
 }
 
-// The stochastic-rounding seed of one AdamW call: differs for every step t and every range.
-static unsigned int adamw_seed(int t, size_t param_offset) {
-    unsigned int h = hash_u32((unsigned int)param_offset ^ hash_u32((unsigned int)(param_offset >> 32) + 0x68e31da4u));
-    return hash_u32(h ^ hash_u32((unsigned int)t * 0x9E3779B9u + 0x1b873593u));
-}
+// The stochastic-rounding seed of step t. With the element's global index (adamw_update's index0)
+// it keys the noise, so ranges, shards and P never change which bf16 value a parameter gets.
+static unsigned int adamw_seed(int t) { return hash_u32((unsigned int)t * 0x9E3779B9u + 0x1b873593u); }
 
 // AdamW on one tensor's slice: parameters from param_offset, optimizer state from state_offset.
 static void gpu_adamw(Trainable* tr, const AdamWArgs* a) {
@@ -505,17 +503,17 @@ static void gpu_adamw(Trainable* tr, const AdamWArgs* a) {
     if (a->state_offset + a->count > m->opt_count || a->param_offset + a->count > m->shard_size * m->world)
         die("internal: AdamW range [%zu, +%zu) outside this rank's optimizer state (%zu)", a->state_offset, a->count, m->opt_count);
     float bc1 = 1.0f - powf(a->beta1, (float)a->t), bc2 = 1.0f - powf(a->beta2, (float)a->t);
-    unsigned int seed = adamw_seed(a->t, a->param_offset);
+    unsigned int seed = adamw_seed(a->t);
     float* master = m->master + a->state_offset;
     floatX* params = m->params_memory + a->param_offset;
     float* mm = m->m_memory + a->state_offset;
     float* vv = m->v_memory + a->state_offset;
     if (m->grad_type == DTYPE_F32)
         adamw_update(master, params, mm, vv, (const float*)a->grad, a->count, a->lr, a->beta1, a->beta2, a->eps,
-                     a->weight_decay, a->grad_scale, bc1, bc2, seed, m->stream);
+                     a->weight_decay, a->grad_scale, bc1, bc2, seed, a->param_offset, m->stream);
     else
         adamw_update(master, params, mm, vv, (const floatX*)a->grad, a->count, a->lr, a->beta1, a->beta2, a->eps,
-                     a->weight_decay, a->grad_scale, bc1, bc2, seed, m->stream);
+                     a->weight_decay, a->grad_scale, bc1, bc2, seed, a->param_offset, m->stream);
 }
 
 static void gpu_grads_to_host(Trainable* tr, const void* grad, size_t count, float* out) {

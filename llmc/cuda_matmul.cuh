@@ -151,11 +151,15 @@ inline void matmul_cublaslt(const MatmulContext* ctx,
 
     cublasLtMatmulHeuristicResult_t heuristic;
     int returned = 0;
-    cublasCheck(cublasLtMatmulAlgoGetHeuristic(ctx->handle, desc, layout_a, layout_b, layout_d, layout_d,
-                                               pref, 1, &heuristic, &returned));
-    if (returned == 0) {
-        fprintf(stderr, "[cuBLASLt ERROR] no algorithm for: m=%d n=%d k=%d batch=%d trans_a=%d trans_b=%d "
+    // "No algorithm" comes back as NOT_SUPPORTED, as 0 results, or as a result whose state is not
+    // SUCCESS: all three get the message with the shapes, which says more than the bare status.
+    cublasStatus_t found = cublasLtMatmulAlgoGetHeuristic(ctx->handle, desc, layout_a, layout_b, layout_d, layout_d,
+                                                          pref, 1, &heuristic, &returned);
+    if (found != CUBLAS_STATUS_SUCCESS && found != CUBLAS_STATUS_NOT_SUPPORTED) cublasCheck(found);
+    if (found != CUBLAS_STATUS_SUCCESS || returned == 0 || heuristic.state != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "[cuBLASLt ERROR] no algorithm (%s) for: m=%d n=%d k=%d batch=%d trans_a=%d trans_b=%d "
                         "lda=%d ldb=%d ldd=%d D=%s bias=%d gelu=%d alignments a=%u b=%u d=%u\n",
+                cublasGetStatusString(found != CUBLAS_STATUS_SUCCESS ? found : heuristic.state),
                 m, n, k, batch_count, (int)trans_a, (int)trans_b, lda, ldb, ldd,
                 d_type == CUDA_R_32F ? "fp32" : "bf16", bias != NULL, gelu_aux != NULL, align_a, align_b, align_d);
         abort_job();

@@ -101,7 +101,7 @@ static void run_case(const char* label, Rng* rng, size_t n) {
     const int block_sizes[] = {64, 128, 256, 512, 1024};
     for (int bs : block_sizes) {
         upload(d_master, master); upload(d_m, m0); upload(d_v, v0); upload(d_params, params);
-        adamw_update(d_master, d_params, d_m, d_v, d_grads, n, lr, b1, b2, eps, wd, gs, bc1, bc2, 1234u, 0, bs);
+        adamw_update(d_master, d_params, d_m, d_v, d_grads, n, lr, b1, b2, eps, wd, gs, bc1, bc2, 1234u, 0, 0, bs);
         snprintf(name, sizeof(name), "%s %s grads block %d m", label, type_name<GradT>(), bs);      validate(name, d_m, ref.m, 0.0f, 1e-12f, &ref.tol_m);
         snprintf(name, sizeof(name), "%s %s grads block %d v", label, type_name<GradT>(), bs);      validate(name, d_v, ref.v, 0.0f, 1e-14f, &ref.tol_v);
         snprintf(name, sizeof(name), "%s %s grads block %d master", label, type_name<GradT>(), bs); validate(name, d_master, ref.p, 0.0f, 1e-9f, &ref.tol_p);
@@ -111,19 +111,27 @@ static void run_case(const char* label, Rng* rng, size_t n) {
     // seeds: same seed same bits, another seed other bits (needs enough elements to be sure)
     if (n >= 1000) {
         upload(d_master, master); upload(d_m, m0); upload(d_v, v0); upload(d_params, params);
-        adamw_update(d_master, d_params, d_m, d_v, d_grads, n, lr, b1, b2, eps, wd, gs, bc1, bc2, 1234u, 0);
+        adamw_update(d_master, d_params, d_m, d_v, d_grads, n, lr, b1, b2, eps, wd, gs, bc1, bc2, 1234u, 0, 0);
         upload(d_master, master); upload(d_m, m0); upload(d_v, v0); upload(d_params2, params);
-        adamw_update(d_master, d_params2, d_m, d_v, d_grads, n, lr, b1, b2, eps, wd, gs, bc1, bc2, 1234u, 0);
+        adamw_update(d_master, d_params2, d_m, d_v, d_grads, n, lr, b1, b2, eps, wd, gs, bc1, bc2, 1234u, 0, 0);
         snprintf(name, sizeof(name), "%s same seed, same params", label);
         check_bitwise_equal(name, d_params, d_params2, n * sizeof(floatX));
         upload(d_master, master); upload(d_m, m0); upload(d_v, v0); upload(d_params2, params);
-        adamw_update(d_master, d_params2, d_m, d_v, d_grads, n, lr, b1, b2, eps, wd, gs, bc1, bc2, 4321u, 0);
+        adamw_update(d_master, d_params2, d_m, d_v, d_grads, n, lr, b1, b2, eps, wd, gs, bc1, bc2, 4321u, 0, 0);
         std::vector<float> a = download(d_params, n), b = download(d_params2, n);
         size_t diff = 0;
         for (size_t i = 0; i < n; i++) { diff += (a[i] != b[i]); }
         bool ok = diff > n / 10;
         printf("  %-44s %s  %zu of %zu params differ\n", "another seed, other rounding", ok ? "ok  " : "FAIL", diff, n);
         if (!ok) { exit(EXIT_FAILURE); }
+        // two ranges (as two ZeRO shards would update them), each with its global index0: the same bits
+        size_t half = n / 2 + 3;
+        upload(d_master, master); upload(d_m, m0); upload(d_v, v0); upload(d_params2, params);
+        adamw_update(d_master, d_params2, d_m, d_v, d_grads, half, lr, b1, b2, eps, wd, gs, bc1, bc2, 1234u, 0, 0);
+        adamw_update(d_master + half, d_params2 + half, d_m + half, d_v + half, d_grads + half, n - half,
+                     lr, b1, b2, eps, wd, gs, bc1, bc2, 1234u, half, 0);
+        snprintf(name, sizeof(name), "%s two ranges = one range", label);
+        check_bitwise_equal(name, d_params, d_params2, n * sizeof(floatX));
     }
     // no master weights: the bf16 params are the master copy
     {
@@ -131,7 +139,7 @@ static void run_case(const char* label, Rng* rng, size_t n) {
         std::vector<float> tol2(n);
         for (size_t i = 0; i < n; i++) { tol2[i] = ref2.tol_p[i] + bf16_ulp(ref2.p[i]); }   // stochastic rounding: < 1 ulp
         upload(d_m, m0); upload(d_v, v0); upload(d_params, params);
-        adamw_update((float*)NULL, d_params, d_m, d_v, d_grads, n, lr, b1, b2, eps, wd, gs, bc1, bc2, 99u, 0);
+        adamw_update((float*)NULL, d_params, d_m, d_v, d_grads, n, lr, b1, b2, eps, wd, gs, bc1, bc2, 99u, 0, 0);
         snprintf(name, sizeof(name), "%s no master: params", label);
         validate(name, d_params, ref2.p, 0.0f, 1e-9f, &tol2);
         snprintf(name, sizeof(name), "%s no master: m", label);
@@ -159,7 +167,7 @@ int main() {
     const double bytes = (double)n * (4 * 4 + 3 * 4 + 2);
     const int block_sizes[] = {64, 128, 256, 512, 1024};
     for (int bs : block_sizes) {
-        float ms = benchmark_ms(10, [&]() { adamw_update(d_master, d_p, d_m, d_v, d_g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, 0.1f, 0.05f, 7u, 0, bs); });
+        float ms = benchmark_ms(10, [&]() { adamw_update(d_master, d_p, d_m, d_v, d_g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, 0.1f, 0.05f, 7u, 0, 0, bs); });
         print_benchmark("adamw fp32 grads", bs, ms, bytes, 0);
     }
     cudaCheck(cudaGetLastError());

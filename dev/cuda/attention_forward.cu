@@ -143,6 +143,7 @@ int main() {
     printf("validation\n");
     run_case("B=4 T=256 C=768 NH=12", &ctx, &rng, 4, 256, 768, 12);
     run_case("B=2 T=72 C=128 NH=4", &ctx, &rng, 2, 72, 128, 4);
+    run_case("B=2 T=63 C=64 NH=4 (odd T: 2-byte-aligned rows of att)", &ctx, &rng, 2, 63, 64, 4);
 
     const int B = 8, T = 1024, C = 768, NH = 12, hs = C / NH;
     printf("benchmark (B=%d T=%d C=%d NH=%d; FLOPs of the two batched GEMMs, full T x T)\n", B, T, C, NH);
