@@ -156,10 +156,12 @@ inline void matmul_cublaslt(const MatmulContext* ctx,
     cublasStatus_t found = cublasLtMatmulAlgoGetHeuristic(ctx->handle, desc, layout_a, layout_b, layout_d, layout_d,
                                                           pref, 1, &heuristic, &returned);
     if (found != CUBLAS_STATUS_SUCCESS && found != CUBLAS_STATUS_NOT_SUPPORTED) cublasCheck(found);
-    if (found != CUBLAS_STATUS_SUCCESS || returned == 0 || heuristic.state != CUBLAS_STATUS_SUCCESS) {
+    if (found == CUBLAS_STATUS_SUCCESS && returned == 0) found = CUBLAS_STATUS_NOT_SUPPORTED;
+    if (found == CUBLAS_STATUS_SUCCESS) found = heuristic.state;
+    if (found != CUBLAS_STATUS_SUCCESS) {
         fprintf(stderr, "[cuBLASLt ERROR] no algorithm (%s) for: m=%d n=%d k=%d batch=%d trans_a=%d trans_b=%d "
                         "lda=%d ldb=%d ldd=%d D=%s bias=%d gelu=%d alignments a=%u b=%u d=%u\n",
-                cublasGetStatusString(found != CUBLAS_STATUS_SUCCESS ? found : heuristic.state),
+                cublasGetStatusString(found),
                 m, n, k, batch_count, (int)trans_a, (int)trans_b, lda, ldb, ldd,
                 d_type == CUDA_R_32F ? "fp32" : "bf16", bias != NULL, gelu_aux != NULL, align_a, align_b, align_d);
         abort_job();
