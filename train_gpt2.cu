@@ -17,8 +17,9 @@ Precision (mixed, as llm.c):
     it by the GEMMs and kernels (+=), over the K micro-steps of a window; the 1/N of the window, the
     clipping and AdamW follow in the window (llmc/window.h);
   - AdamW keeps fp32 master weights, m and v for this rank's range of the parameters only (ZeRO-1:
-    opt_offset, opt_count); updated parameters are written back to bf16 with stochastic rounding, with
-    a seed that differs for every AdamW call (tensor) and step, so runs are reproducible bit for bit.
+    opt_offset, opt_count); updated parameters are written back to bf16 with stochastic rounding whose
+    noise is keyed by (step, global parameter index), so runs are reproducible bit for bit and the
+    bf16 weights do not depend on how the parameters are sharded over ranks.
 All kernels are deterministic (no float atomics), so a run repeats bit for bit on the same GPU type.
 
 Activation gradients follow the kernels' contracts (see each header): matmul_backward OVERWRITES its

@@ -40,7 +40,9 @@ if [ "$STAGE" = test ]; then
     make -C dev/cuda -j4 GPU_ARCH="$ARCH" run
     rc_kernels=$?
     echo "== test_cuda.py exit $rc_tests, dev/cuda kernel checks exit $rc_kernels"
-    [ $rc_tests -eq 0 ] && [ $rc_kernels -eq 0 ] || exit 1
+    fails=$(grep -c '^FAIL' "$LOG" || true)
+    echo "== FAIL lines in the log: $fails"
+    [ $rc_tests -eq 0 ] && [ $rc_kernels -eq 0 ] && [ "$fails" -eq 0 ] || exit 1
 else
     mkdir -p dev/data/tinyshakespeare
     [ -f dev/data/tinyshakespeare/tiny_shakespeare_train.bin ] || cp build/test/ts/*.bin dev/data/tinyshakespeare/

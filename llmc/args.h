@@ -72,7 +72,7 @@ static const ArgSpec TRAIN_ARGS[] = {
     ARG("-beta2", ARG_FLOAT, beta2, "0.95", "AdamW beta2"),
     ARG("-eps", ARG_FLOAT, eps, "1e-8", "AdamW epsilon"),
     ARG("-z", ARG_INT, zero_stage, "1", "1: sharded optimizer (ZeRO-1), 0: all-reduce and replicated optimizer"),
-    ARG("-sync_each_microstep", ARG_INT, sync_each_microstep, "0", "1: reduce-scatter every micro-step (ZeRO-2-like memory)"),
+    ARG("-sync_each_microstep", ARG_INT, sync_each_microstep, "0", "1: reduce-scatter every micro-step into a shard accumulator (more communication, not less memory)"),
     ARG("-grad_bf16", ARG_INT, grad_bf16, "0", "GPU: 1 keeps the gradient buffer in bf16 (default fp32)"),
     ARG("-v", ARG_INT, val_every, "20", "validation every this many steps, 0 for never"),
     ARG("-m", ARG_INT, val_steps, "20", "validation batches of B rows per rank per evaluation"),
