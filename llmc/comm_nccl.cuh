@@ -207,21 +207,21 @@ static const CommBackend COMM_NCCL = {
 static void comm_select_device(Comm* c) {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
+    // One visible device is this rank's whatever its local rank: launchers that give each rank its own
+    // GPU (slurm --gpus-per-task=1, CUDA_VISIBLE_DEVICES per rank) leave exactly one.
+    int device = count == 1 ? 0 : c->local_rank;
     char reason[512] = "";
     if (e != cudaSuccess) {
         snprintf(reason, sizeof(reason), "no usable CUDA device on this machine (cudaGetDeviceCount: %s)", cudaGetErrorString(e));
     } else if (count == 0) {
         snprintf(reason, sizeof(reason), "no CUDA device on this machine");
-    } else if (count == 1 && c->local_rank > 0) {
-        // a launcher that gives each rank its own GPU (slurm --gpus-per-task=1, CUDA_VISIBLE_DEVICES per
-        // rank) leaves one visible device: it is this rank's, whatever its local rank
-    } else if (c->local_rank >= count) {
+    } else if (device >= count) {
         snprintf(reason, sizeof(reason), "rank %d is local rank %d on its node, which has only %d GPU(s): run one process "
                  "per GPU (at most %d ranks on this node, e.g. mpirun -np %d, or CUDA_VISIBLE_DEVICES)",
                  c->rank, c->local_rank, count, count, count);
     }
     comm_agree_or_die(c, "selecting one GPU per rank", reason[0] ? reason : NULL);
-    commCudaCheck(cudaSetDevice(count == 1 ? 0 : c->local_rank));
+    commCudaCheck(cudaSetDevice(device));
 }
 
 // Replaces the host back end set by comm_init (mpi or single) with NCCL on GPU local_rank.

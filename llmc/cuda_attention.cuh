@@ -121,7 +121,7 @@ inline void attention_merge_heads(floatX* dst, int dst_stride, int dst_offset, c
 inline void attention_forward(floatX* out, floatX* qkvr, floatX* att, floatX* inp, int B, int T, int C, int NH,
                               const MatmulContext* ctx, int block_size = 256) {
     hostCheck(C % NH == 0, "attention_forward: C must be a multiple of NH");
-    hostCheck(block_size >= 32 && block_size % 32 == 0 && block_size <= 1024, "attention_forward: block_size must be a multiple of 32 in 32..1024");
+    hostCheckBlockSize(block_size, "attention_forward");
     const int hs = C / NH;
     const size_t BTC = (size_t)B * T * C;
     const int BNH = B * NH;
@@ -165,7 +165,7 @@ inline void attention_backward(floatX* dinp, floatX* dqkvr, floatX* datt, const 
                                const floatX* att, int B, int T, int C, int NH, const MatmulContext* ctx,
                                int block_size = 256) {
     hostCheck(C % NH == 0, "attention_backward: C must be a multiple of NH");
-    hostCheck(block_size >= 32 && block_size % 32 == 0 && block_size <= 1024, "attention_backward: block_size must be a multiple of 32 in 32..1024");
+    hostCheckBlockSize(block_size, "attention_backward");
     const int hs = C / NH;
     const size_t BTC = (size_t)B * T * C;
     const int BNH = B * NH;

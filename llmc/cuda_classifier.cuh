@@ -94,7 +94,7 @@ static __global__ void sum_losses_kernel(double* out, const float* losses, int n
 // targets (BT) int: -1 or a token id < V. block_size: multiple of 32, <= 1024.
 inline void fused_classifier(floatX* logits, float* losses, const int* targets, int BT, int V, int Vp,
                              cudaStream_t stream, int block_size = 1024) {
-    hostCheck(block_size >= 32 && block_size % 32 == 0 && block_size <= 1024, "fused_classifier: block_size must be a multiple of 32 in 32..1024");
+    hostCheckBlockSize(block_size, "fused_classifier");
     hostCheck(V <= Vp, "fused_classifier: V must be <= Vp");
     fused_classifier_kernel<<<BT, block_size, 0, stream>>>(logits, losses, targets, V, Vp);
     cudaCheck(cudaGetLastError());

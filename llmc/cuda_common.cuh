@@ -119,6 +119,9 @@ inline void host_check_impl(bool ok, const char* cond, const char* msg, const ch
     }
 }
 #define hostCheck(cond, msg) host_check_impl((cond), #cond, (msg), __FILE__, __LINE__)
+// the launchers' block_size precondition (whole warps, at most 1024 threads); who: a string literal
+#define hostCheckBlockSize(block_size, who) \
+    hostCheck((block_size) >= 32 && (block_size) % 32 == 0 && (block_size) <= 1024, who ": block_size must be a multiple of 32 in 32..1024")
 
 // ----------------------------------------------------------------------------
 // type helpers

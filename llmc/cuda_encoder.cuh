@@ -141,7 +141,7 @@ __global__ void encoder_backward_wte_kernel(GradT* dwte, const floatX* dout, con
 // inp (B,T) int token ids; wte (Vp,C) bf16; wpe (maxT,C) bf16. block_size: threads per block.
 inline void encoder_forward(floatX* out, const int* inp, const floatX* wte, const floatX* wpe,
                             int B, int T, int C, cudaStream_t stream, int block_size = 256) {
-    hostCheck(block_size >= 32 && block_size % 32 == 0 && block_size <= 1024, "encoder_forward: block_size must be a multiple of 32 in 32..1024");
+    hostCheckBlockSize(block_size, "encoder_forward");
     size_t total = (size_t)B * T * C;
     if (C % x128::size == 0 && is_aligned16(out) && is_aligned16(wte) && is_aligned16(wpe)) {
         size_t num_threads = total / x128::size;
@@ -160,7 +160,7 @@ inline void encoder_forward(floatX* out, const int* inp, const floatX* wte, cons
 template<typename GradT>
 inline void encoder_backward(GradT* dwte, GradT* dwpe, const floatX* dout, const int* inp,
                              int B, int T, int C, cudaStream_t stream, int block_size = 256) {
-    hostCheck(block_size >= 32 && block_size % 32 == 0 && block_size <= 1024, "encoder_backward: block_size must be a multiple of 32 in 32..1024");
+    hostCheckBlockSize(block_size, "encoder_backward");
     // wpe
     size_t tc = (size_t)T * C;
     encoder_backward_wpe_kernel<<<(unsigned int)CEIL_DIV(tc, (size_t)block_size), block_size, 0, stream>>>(

@@ -44,7 +44,7 @@ __global__ void global_norm_finish_kernel(OutT* out, const float* partials, int 
 template<typename T, typename OutT>
 inline void global_norm_squared_impl(OutT* out, const T* values, size_t count, float* scratch, int accumulate,
                                      cudaStream_t stream, int block_size) {
-    hostCheck(block_size >= 32 && block_size % 32 == 0 && block_size <= 1024, "global_norm_squared: block_size must be a multiple of 32 in 32..1024");
+    hostCheckBlockSize(block_size, "global_norm_squared");
     size_t blocks = CEIL_DIV(count, (size_t)block_size);
     int grid = (int)(blocks < GLOBAL_NORM_MAX_BLOCKS ? blocks : GLOBAL_NORM_MAX_BLOCKS);
     if (grid == 0) { grid = 1; }   // count == 0: one block writes a zero partial

@@ -174,7 +174,7 @@ __global__ void layernorm_backward_finish_kernel(GradT* dweight, GradT* dbias, c
 // block_size: multiple of 32 (one warp per row), at most 1024.
 inline void layernorm_forward(floatX* out, float* mean, float* rstd, const floatX* inp, const floatX* weight,
                               const floatX* bias, int N, int C, cudaStream_t stream, int block_size = 256) {
-    hostCheck(block_size >= 32 && block_size % 32 == 0 && block_size <= 1024, "layernorm_forward: block_size must be a multiple of 32 in 32..1024");
+    hostCheckBlockSize(block_size, "layernorm_forward");
     const int rows_per_block = block_size / 32;
     layernorm_forward_kernel<<<CEIL_DIV(N, rows_per_block), block_size, 0, stream>>>(
         out, mean, rstd, inp, weight, bias, N, C);
@@ -187,7 +187,7 @@ inline void fused_residual_layernorm_forward(floatX* residual, floatX* out, floa
                                              const floatX* inp1, const floatX* inp2, const floatX* weight,
                                              const floatX* bias, int N, int C, cudaStream_t stream,
                                              int block_size = 256) {
-    hostCheck(block_size >= 32 && block_size % 32 == 0 && block_size <= 1024, "fused_residual_layernorm_forward: block_size must be a multiple of 32 in 32..1024");
+    hostCheckBlockSize(block_size, "fused_residual_layernorm_forward");
     const int rows_per_block = block_size / 32;
     fused_residual_layernorm_forward_kernel<<<CEIL_DIV(N, rows_per_block), block_size, 0, stream>>>(
         residual, out, mean, rstd, inp1, inp2, weight, bias, N, C);

@@ -206,10 +206,7 @@ static uint64_t options_hash(const TrainOptions* o, const GPT2Config* c) {
 static uint64_t resume_hash(const TrainOptions* o, const GPT2Config* c) {
     int geometry[5] = { o->B, o->T, o->pad, o->zero_stage, o->sync_each_microstep };
     uint64_t x = fnv1a(fnv1a(FNV1A_SEED, geometry, sizeof(geometry)), c, sizeof(*c));
-    if (o->shuffle) {  // the row order of the epoch in progress (unshuffled runs keep their old hash)
-        int order[2] = { o->shuffle, o->seed };
-        x = fnv1a(x, order, sizeof(order));
-    }
+    if (o->shuffle) x = fnv1a(x, &o->seed, sizeof(o->seed));  // it draws the row order of the epoch in progress
     return x;
 }
 
