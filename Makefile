@@ -115,6 +115,10 @@ test_gpt2cu: test_gpt2.cu train_gpt2.cu $(CUDA_HEADERS) build/cuda.flags | check
 	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS) $(NVCC_MPI)
 
 # ---------------------------------------------------------------------------------------------
+# The same CUDA programs compiled with g++ and run on the CPU (no GPU needed): see dev/cpucuda/README.md
+include dev/cpucuda/cpucuda.mk
+
+# ---------------------------------------------------------------------------------------------
 # Data for the quick start: tinyshakespeare, downloaded, or from a local copy (INPUT=path).
 tinyshakespeare:
 	$(PYTHON) dev/data/tinyshakespeare.py $(if $(INPUT),--input $(INPUT))

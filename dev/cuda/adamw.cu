@@ -158,6 +158,7 @@ int main() {
     run_case<float>("n=5", &rng, 5);
 
     const size_t n = 124475904;   // GPT-2 124M parameter count (padded vocab)
+    if (skip_benchmarks("adamw")) { return 0; }
     printf("benchmark (n=%zu; bytes: master, m, v, grad read; master, m, v, params written)\n", n);
     float* d_master = dmalloc<float>(n);
     float* d_m = dmalloc<float>(n);

@@ -146,6 +146,7 @@ int main() {
     run_case("B=2 T=63 C=64 NH=4 (odd T: 2-byte-aligned rows of att)", &ctx, &rng, 2, 63, 64, 4);
 
     const int B = 8, T = 1024, C = 768, NH = 12, hs = C / NH;
+    if (skip_benchmarks("attention_forward")) { return 0; }
     printf("benchmark (B=%d T=%d C=%d NH=%d; FLOPs of the two batched GEMMs, full T x T)\n", B, T, C, NH);
     const size_t BTC = (size_t)B * T * C;
     floatX* d_inp = dmalloc<floatX>(3 * BTC);

@@ -102,6 +102,7 @@ int main() {
 
     // benchmark at B*T = 8192
     const int BTb = 8192;
+    if (skip_benchmarks("classifier")) { return 0; }
     printf("benchmark (BT=%d; bytes: logits read twice, dlogits written)\n", BTb);
     floatX* d_lb = dmalloc<floatX>((size_t)BTb * Vp);
     float* d_lossb = dmalloc<float>(BTb);

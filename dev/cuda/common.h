@@ -13,6 +13,8 @@ dev/cuda/common.h: the shared harness for the standalone kernel tests in dev/cud
   - check_bitwise_equal(): for the determinism checks (two runs must give the same bits).
   - benchmark_ms(): time a launch with CUDA events, writing a buffer twice the L2 size before every
     run so each run starts with a cold cache.
+  - skip_benchmarks(): true under the CPU emulation (dev/cpucuda), where times mean nothing: a
+    harness then ends after its validations (CPUCUDA_BENCH=1 runs the benchmarks anyway).
 
 Tolerance vocabulary used by the tests:
   BF16_RTOL = 2^-7: a result rounded once to bf16 is within 2^-8 relative of the exact value (8
@@ -33,6 +35,13 @@ Tolerance vocabulary used by the tests:
 #include "../../llmc/cuda_common.cuh"
 
 #define BF16_RTOL (1.0f / 128.0f)
+// Under the CPU emulation (dev/cpucuda) a harness may shrink its largest shapes (fewer rows, the same
+// widths), so that every validation still runs within make test's time.
+#ifdef CPUCUDA
+#define EMULATED 1
+#else
+#define EMULATED 0
+#endif
 #define FP32_EPS (1.0f / 16777216.0f)
 // relative error allowed for tanhf: with --use_fast_math (FAST_MATH=1) it becomes tanh.approx.f32,
 // whose relative error is about 2^-11; 2^-10 covers it. Without fast math tanhf is within a few ulp.
@@ -223,6 +232,20 @@ inline void check_bitwise_equal(const char* name, const void* d_a, const void* d
 
 // ----------------------------------------------------------------------------
 // benchmarking
+
+// Called between the validations and the benchmark section: under the CPU emulation it prints the
+// harness's closing line and returns true, and the harness returns 0 without benchmarking.
+inline bool skip_benchmarks(const char* harness) {
+#ifdef CPUCUDA
+    const char* s = getenv("CPUCUDA_BENCH");
+    if (s == NULL || s[0] != '1') {
+        printf("%s: ALL OK (benchmarks skipped: CPU emulation, whose times say nothing about a GPU)\n", harness);
+        return true;
+    }
+#endif
+    (void)harness;
+    return false;
+}
 
 // average milliseconds of f() over `repeats` runs, each after evicting the L2 (writing a buffer of
 // twice its size), after one untimed warm-up run. f must launch its work on the default stream (0).

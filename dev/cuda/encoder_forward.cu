@@ -83,6 +83,8 @@ int main() {
         cudaCheck(cudaFree(d_wte2)); cudaCheck(cudaFree(d_wpe2)); cudaCheck(cudaFree(d_inp2)); cudaCheck(cudaFree(d_out2));
     }
 
+    if (skip_benchmarks("encoder_forward")) { return 0; }
+
     printf("benchmark (bytes counted: wte row + wpe row read, out written, per element)\n");
     const double bytes = 3.0 * total * sizeof(floatX) + (double)B * T * sizeof(int);
     for (int bs : block_sizes) {

@@ -65,6 +65,7 @@ int main() {
     }
 
     const size_t n = 124475904;
+    if (skip_benchmarks("global_norm")) { return 0; }
     printf("benchmark (n=%zu)\n", n);
     float* d_x = dmalloc<float>(n);
     floatX* d_xb = dmalloc<floatX>(n);

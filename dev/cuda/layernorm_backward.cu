@@ -174,6 +174,8 @@ int main() {
     test_llmc<float>("odd N=5 C=37", 5, 37, &rng, block_sizes, 6, true);
     test_llmc<floatX>("odd N=5 C=37", 5, 37, &rng, block_sizes, 6, false);
 
+    if (skip_benchmarks("layernorm_backward")) { return 0; }
+
     printf("benchmark (N=%d C=%d; bytes: dout, inp read, dinp read+written)\n", N, C);
     std::vector<float> x = rand_bf16((size_t)N * C, -2.0f, 2.0f, &rng);
     floatX *d_inp = to_device_bf16(x), *d_dout = to_device_bf16(x), *d_dinp = to_device_bf16(x), *d_w = to_device_bf16(rand_bf16(C, 0.5f, 1.5f, &rng));

@@ -210,6 +210,8 @@ int main() {
     run_case<floatX>("qkv N=512 C=768 OC=2304 bias", &ctx, &rng, 512, 768, 2304, true, false, 0, false);
     run_case<floatX>("fcproj N=512 C=3072 OC=768 bias gelu", &ctx, &rng, 512, 3072, 768, true, true, 0, false);
 
+    if (skip_benchmarks("matmul_backward")) { return 0; }
+
     printf("benchmark (B*T = 8192 rows; FLOPs of the two GEMMs)\n");
     const int N = 8192;
     struct { const char* name; int C, OC; bool bias, gelu; } shapes[] = {

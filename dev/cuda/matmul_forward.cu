@@ -119,6 +119,8 @@ int main() {
     run_case("16B-aligned N=512 C=768 OC=3072 bias+gelu", &ctx, &rng, 512, 768, 3072, true, true, 8);
     run_case("16B-aligned N=512 C=768 OC=2304 bias", &ctx, &rng, 512, 768, 2304, true, false, 8);
 
+    if (skip_benchmarks("matmul_forward")) { return 0; }
+
     printf("benchmark (B*T = 8192 rows)\n");
     const int N = 8192;
     struct { const char* name; int C, OC; bool bias, gelu; } shapes[] = {

@@ -1,0 +1,72 @@
+# dev/cpucuda/cpucuda.mk: the CUDA programs built with g++ for the CPU emulation (included by ../../Makefile).
+#   make cpucuda      build/cpucuda/{train_gpt2cu,test_gpt2cu} (with MPI when found, like train_gpt2)
+#                     and every dev/cuda harness as build/cpucuda/dev/cuda/<name>
+#   make cpucuda-asan the same harnesses and train_gpt2cu with AddressSanitizer, under build/cpucuda/asan/
+# The sources are first copied to build/cpucuda/src/ through cu2cpp.pl (the launch syntax g++ cannot
+# parse); then g++ compiles them with cpucuda.h force-included. No GPU, libcudart, cuBLASLt or NCCL is
+# used: only the toolkit's headers, for the types.
+CXX ?= g++
+CPUCUDA_OUT = build/cpucuda
+CPUCUDA_DIR = dev/cpucuda
+CPUCUDA_HARNESSES = $(basename $(notdir $(wildcard dev/cuda/*.cu)))
+CPUCUDA_SRCS = $(addprefix $(CPUCUDA_OUT)/src/,$(wildcard llmc/*.h llmc/*.cuh dev/cuda/*.h dev/cuda/*.cu) train_gpt2.cu test_gpt2.cu)
+CPUCUDA_INC = -I$(CUDA_HOME)/include $(if $(NCCL_HOME),-I$(NCCL_HOME)/include)
+# no -march=native: FMA contraction would then depend on the machine, and results with it
+CPUCUDA_BASE = -std=c++17 -fopenmp -Wall -Wno-unused-function -Wno-unused-parameter -Wno-unused-variable \
+               -Wno-unused-but-set-variable -Wno-unknown-pragmas -Wno-sign-compare -Wno-class-memaccess \
+               $(CPUCUDA_INC) -include $(CPUCUDA_DIR)/cpucuda.h
+CPUCUDA_OPT = -O2
+CPUCUDA_ASAN = -O1 -g -fsanitize=address -fno-omit-frame-pointer
+CPUCUDA_MPI = $(if $(NVCC_MPI),-DUSE_MPI -DOMPI_SKIP_MPICXX -DMPICH_SKIP_MPICXX $(MPI_CFLAGS))
+CPUCUDA_MPI_LIBS = $(if $(NVCC_MPI),$(MPI_LIBS))
+CPUCUDA_RT_SRCS = $(CPUCUDA_DIR)/runtime.cpp $(CPUCUDA_DIR)/cublaslt.cpp $(CPUCUDA_DIR)/nccl.cpp
+CPUCUDA_RT_DEPS = $(CPUCUDA_DIR)/cpucuda.h $(CPUCUDA_DIR)/cpucuda_wmma.h $(CPUCUDA_OUT).flags
+
+$(CPUCUDA_OUT).flags: FORCE
+	$(call write_stamp,$@,$(CXX) $(CPUCUDA_BASE) $(CPUCUDA_OPT) $(CPUCUDA_ASAN) $(CPUCUDA_MPI) $(CPUCUDA_MPI_LIBS))
+
+# the rewritten copy of a source file
+$(CPUCUDA_OUT)/src/%: % $(CPUCUDA_DIR)/cu2cpp.pl
+	@mkdir -p $(dir $@)
+	perl $(CPUCUDA_DIR)/cu2cpp.pl $< > $@
+
+# the runtime, one object set per flavour: plain, AddressSanitizer, ucontext fibers
+$(CPUCUDA_OUT)/obj/%.o: $(CPUCUDA_DIR)/%.cpp $(CPUCUDA_RT_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPUCUDA_BASE) $(CPUCUDA_OPT) $(CPUCUDA_MPI) -c $< -o $@
+$(CPUCUDA_OUT)/asan/obj/%.o: $(CPUCUDA_DIR)/%.cpp $(CPUCUDA_RT_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPUCUDA_BASE) $(CPUCUDA_ASAN) $(CPUCUDA_MPI) -c $< -o $@
+$(CPUCUDA_OUT)/ucontext/obj/%.o: $(CPUCUDA_DIR)/%.cpp $(CPUCUDA_RT_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPUCUDA_BASE) $(CPUCUDA_OPT) -DCPUCUDA_UCONTEXT $(CPUCUDA_MPI) -c $< -o $@
+CPUCUDA_OBJS = $(patsubst $(CPUCUDA_DIR)/%.cpp,$(CPUCUDA_OUT)/obj/%.o,$(CPUCUDA_RT_SRCS))
+CPUCUDA_ASAN_OBJS = $(patsubst $(CPUCUDA_DIR)/%.cpp,$(CPUCUDA_OUT)/asan/obj/%.o,$(CPUCUDA_RT_SRCS))
+CPUCUDA_UCTX_OBJS = $(patsubst $(CPUCUDA_DIR)/%.cpp,$(CPUCUDA_OUT)/ucontext/obj/%.o,$(CPUCUDA_RT_SRCS))
+
+# the trainer and its test: with MPI when found; the fp32 build (-DENABLE_FP32) beside them
+$(CPUCUDA_OUT)/%gpt2cu $(CPUCUDA_OUT)/fp32/%gpt2cu: $(CPUCUDA_OUT)/src/%gpt2.cu $(CPUCUDA_SRCS) $(CPUCUDA_OBJS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPUCUDA_BASE) $(CPUCUDA_OPT) $(if $(findstring /fp32/,$@),-DENABLE_FP32) $(CPUCUDA_MPI) -x c++ $< -x none $(CPUCUDA_OBJS) $(CPUCUDA_MPI_LIBS) -lpthread -o $@
+$(CPUCUDA_OUT)/asan/%gpt2cu: $(CPUCUDA_OUT)/src/%gpt2.cu $(CPUCUDA_SRCS) $(CPUCUDA_ASAN_OBJS)
+	$(CXX) $(CPUCUDA_BASE) $(CPUCUDA_ASAN) $(CPUCUDA_MPI) -x c++ $< -x none $(CPUCUDA_ASAN_OBJS) $(CPUCUDA_MPI_LIBS) -lpthread -o $@
+
+# the kernel harnesses (no MPI)
+$(CPUCUDA_OUT)/dev/cuda/%: $(CPUCUDA_OUT)/src/dev/cuda/%.cu $(CPUCUDA_SRCS) $(CPUCUDA_OBJS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPUCUDA_BASE) $(CPUCUDA_OPT) -x c++ $< -x none $(CPUCUDA_OBJS) $(CPUCUDA_MPI_LIBS) -lpthread -o $@
+$(CPUCUDA_OUT)/asan/dev/cuda/%: $(CPUCUDA_OUT)/src/dev/cuda/%.cu $(CPUCUDA_SRCS) $(CPUCUDA_ASAN_OBJS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPUCUDA_BASE) $(CPUCUDA_ASAN) -x c++ $< -x none $(CPUCUDA_ASAN_OBJS) $(CPUCUDA_MPI_LIBS) -lpthread -o $@
+$(CPUCUDA_OUT)/ucontext/dev/cuda/%: $(CPUCUDA_OUT)/src/dev/cuda/%.cu $(CPUCUDA_SRCS) $(CPUCUDA_UCTX_OBJS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPUCUDA_BASE) $(CPUCUDA_OPT) -x c++ $< -x none $(CPUCUDA_UCTX_OBJS) $(CPUCUDA_MPI_LIBS) -lpthread -o $@
+
+CPUCUDA_PROGRAMS = $(CPUCUDA_OUT)/train_gpt2cu $(CPUCUDA_OUT)/test_gpt2cu $(addprefix $(CPUCUDA_OUT)/dev/cuda/,$(CPUCUDA_HARNESSES))
+CPUCUDA_ASAN_PROGRAMS = $(CPUCUDA_OUT)/asan/train_gpt2cu $(addprefix $(CPUCUDA_OUT)/asan/dev/cuda/,$(CPUCUDA_HARNESSES))
+
+cpucuda: $(CPUCUDA_PROGRAMS)
+cpucuda-asan: $(CPUCUDA_ASAN_PROGRAMS)
+cpucuda-fp32: $(CPUCUDA_OUT)/fp32/train_gpt2cu
+cpucuda-ucontext: $(CPUCUDA_OUT)/ucontext/dev/cuda/layernorm_forward
+.PHONY: cpucuda cpucuda-asan cpucuda-fp32 cpucuda-ucontext
