@@ -116,11 +116,22 @@ def gpt2_token_bytes(encoder_json_path):
     return token_bytes
 
 
-def write_model(path, params, max_seq_len, vocab_size, num_layers, num_heads, channels, padded_vocab_size):
-    """Model checkpoint, version 3 (fp32): header, then the flat parameter buffer in checkpoint order."""
-    params = np.ascontiguousarray(params, dtype=np.float32)
-    write_atomic(path, [_header(MODEL_MAGIC, MODEL_VERSION_FP32, max_seq_len, vocab_size, num_layers,
+def write_model(path, params, max_seq_len, vocab_size, num_layers, num_heads, channels, padded_vocab_size,
+                version=MODEL_VERSION_FP32):
+    """Model checkpoint: header, then the flat parameter buffer in checkpoint order.
+    Version 3: params are float32. Version 5: params are the uint16 bit patterns of bf16 values."""
+    dtype = np.float32 if version == MODEL_VERSION_FP32 else np.uint16
+    assert version in (MODEL_VERSION_FP32, MODEL_VERSION_BF16), f"unknown checkpoint version {version}"
+    params = np.ascontiguousarray(params, dtype=dtype)
+    write_atomic(path, [_header(MODEL_MAGIC, version, max_seq_len, vocab_size, num_layers,
                                 num_heads, channels, padded_vocab_size), params])
+
+
+def read_model_version(path):
+    """The version slot of a checkpoint's header (3 fp32, 5 bf16); read_model checks the rest."""
+    with open(path, "rb") as f:
+        header = np.frombuffer(f.read(8), dtype=np.int32)
+    return int(header[1]) if header.size == 2 else -1
 
 
 def read_model(path):
