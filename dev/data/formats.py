@@ -17,6 +17,10 @@ DATA_VERSION_TOKENS = 1     # llm.c: uint16 tokens
 DATA_VERSION_MASKED = 2     # this project: uint16 tokens, then uint8 loss mask
 TOKENIZER_MAGIC = 20240328
 TOKENIZER_VERSION = 2
+EVAL_MAGIC = 20240522       # llm.c's multiple-choice eval file (HellaSwag)
+EVAL_VERSION = 1
+EVAL_EXAMPLE_START = 65535  # uint16 delimiter opening each example
+EVAL_MAX_ENDINGS = 16
 DEBUG_STATE_MAGIC = 20240327
 DEBUG_STATE_VERSION = 3
 
@@ -197,3 +201,22 @@ def parameter_tensors(config):
             ("qkvb", L * 3 * C), ("attprojw", L * C * C), ("attprojb", L * C), ("ln2w", L * C), ("ln2b", L * C),
             ("fcw", L * 4 * C * C), ("fcb", L * 4 * C), ("fcprojw", L * C * 4 * C), ("fcprojb", L * C),
             ("lnfw", C), ("lnfb", C)]
+
+
+def write_eval_file(path, examples):
+    """llm.c's multiple-choice eval file (HellaSwag). examples: dicts with "label", "ctx_tokens" (list of
+    ids) and "ending_tokens" (list of lists). Per example a uint16 stream: 65535, its size in bytes,
+    its index, label, number of endings, context length + tokens, then each ending's length + tokens."""
+    stream, longest = [], 0
+    for idx, ex in enumerate(examples):
+        endings = ex["ending_tokens"]
+        body = [EVAL_EXAMPLE_START, 0, idx, ex["label"], len(endings), len(ex["ctx_tokens"])] + list(ex["ctx_tokens"])
+        for end in endings:
+            body += [len(end)] + list(end)
+        assert all(0 <= t < EVAL_EXAMPLE_START for t in body[2:]), f"example {idx}: a value does not fit uint16"
+        body[1] = 2 * len(body)
+        assert body[1] < 2**16, f"example {idx} is {body[1]} bytes, the format's limit is 65535"
+        longest = max(longest, body[1])
+        stream += body
+    assert len(examples) < 2**16, "the example index is a uint16"
+    write_atomic(path, [_header(EVAL_MAGIC, EVAL_VERSION, len(examples), longest), np.array(stream, dtype=np.uint16)])

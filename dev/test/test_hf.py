@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "data"))
 import formats  # noqa: E402
-from harness import BUILD, PYTHON, SHARED, Checks, run, tail  # noqa: E402
+from harness import BUILD, MPI_ENV, PYTHON, SHARED, Checks, run, tail  # noqa: E402
 
 checks = Checks()
 try:
@@ -217,6 +217,121 @@ def test_bad_models(src, ckpt):
     one_line_error("export_hf.py: C not a multiple of NH", [PYTHON, "dev/export_hf.py", odd, os.path.join(work, "x3")], "odd_heads.bin")
 
 
+# ---------------------------------------------------------------------------------------------
+# HellaSwag: a small file built here from sentences of random words, through dev/data/hellaswag.py.
+WORDS = ("the a man woman dog cat runs sits on under table river quickly slowly red green house tree "
+         "sings writes letter again never always cold warm bright night morning").split()
+
+
+def hellaswag_jsonl(path, n, seed):
+    """n HellaSwag-shaped examples; example 0 has a context longer than T, so its row is cut from the left."""
+    import json
+    r = np.random.default_rng(seed)
+    sentence = lambda lo, hi: " ".join(r.choice(WORDS, size=int(r.integers(lo, hi))))  # noqa: E731
+    with open(path, "w") as f:
+        for i in range(n):
+            ctx = sentence(70, 80) if i == 0 else sentence(3, 20)
+            f.write(json.dumps(dict(ctx=ctx, endings=[sentence(1, 9) for _ in range(4)], label=int(r.integers(0, 4)))) + "\n")
+
+
+def transformers_hellaswag_counts(model, jsonl):
+    """(examples, acc, acc_norm) as transformers scores them: each ending's summed and mean loss over its
+    own tokens given the context (tokenized as llm.c does: ctx, then " " + ending); rows longer than
+    T+1 tokens keep their last T+1."""
+    import json
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "data"))
+    import sharding
+    enc = sharding.gpt2_encoding()
+    model = model.double().eval()
+    n = acc = acc_norm = 0
+    for line in open(jsonl):
+        ex = json.loads(line)
+        ctx = enc.encode_ordinary(ex["ctx"])
+        sums, means = [], []
+        for ending in ex["endings"]:
+            end = enc.encode_ordinary(" " + ending)
+            seq = (ctx + end)[-(T + 1):]
+            scored = min(len(end), len(seq) - 1)  # ending tokens that are targets
+            with torch.no_grad():
+                logits = model(torch.tensor([seq[:-1]])).logits[0]
+            logp = torch.log_softmax(logits, dim=-1)
+            tgt = torch.tensor(seq[1:])
+            losses = -logp[torch.arange(len(tgt)), tgt][-scored:]
+            sums.append(losses.sum().item())
+            means.append(losses.mean().item())
+        n += 1
+        acc += int(np.argmin(sums)) == ex["label"]
+        acc_norm += int(np.argmin(means)) == ex["label"]
+    return n, acc, acc_norm
+
+
+def trainer_hellaswag_counts(stdout):
+    """(examples, acc, acc_norm) from the last 'hellaswag: acc_norm a/n = ... | acc b/n = ...' line."""
+    found = re.findall(r"^hellaswag: acc_norm (\d+)/(\d+) = [0-9.]+ \| acc (\d+)/(\d+)", stdout, re.M)
+    if not found:
+        return None
+    a_norm, n, a, _ = (int(v) for v in found[-1])
+    return n, a, a_norm
+
+
+def test_hellaswag(ckpt):
+    jsonl = os.path.join(work, "hs.jsonl")
+    hellaswag_jsonl(jsonl, 24, seed=5)
+    hs = os.path.join(work, "hs.bin")
+    rc, so, se = run([PYTHON, "dev/data/hellaswag.py", "--input", jsonl, "--out", hs])
+    if not checks.check(rc == 0, "dev/data/hellaswag.py writes the eval file", tail(so + se, 1)):
+        return
+    model = GPT2LMHeadModel.from_pretrained(os.path.join(work, "hf_random"))
+    ref = transformers_hellaswag_counts(model, jsonl)
+    common = ["-e", ckpt, "-i", val_bin, "-j", "", "-t", str(T), "-x", "0", "-s", "0", "-h", "1", "-h_file", hs]
+    runs = [(1, "3"), (1, "4")]
+    if shutil.which("mpirun"):
+        runs += [(2, "4"), (4, "4")]
+    else:
+        checks.skip("HellaSwag under mpirun", "mpirun not found")
+    for P, B in runs:
+        cmd = ["./train_gpt2"] + common + ["-b", B]
+        if P > 1:
+            rc, so, se = run(["mpirun", "-np", str(P), "--oversubscribe"] + cmd, env=dict(MPI_ENV, OMP_NUM_THREADS="1"))
+        else:
+            rc, so, se = run(cmd)
+        got = trainer_hellaswag_counts(so)
+        checks.check(rc == 0 and got == ref, f"HellaSwag counts at P={P} B={B} = transformers'",
+                     f"(examples, acc, acc_norm) train_gpt2 {got}, transformers {ref} {tail(se, 1) if rc else ''}")
+    return hs
+
+
+def test_hellaswag_bad_files(ckpt, hs):
+    with open(hs, "rb") as f:
+        data = bytearray(f.read())
+    def bad(name, blob, word):
+        path = os.path.join(work, name)
+        with open(path, "wb") as f:
+            f.write(bytes(blob))
+        one_line_error(f"-h 1 with {word}", ["./train_gpt2", "-e", ckpt, "-i", val_bin, "-t", str(T), "-x", "0", "-s", "0",
+                                             "-h", "1", "-h_file", path], name)
+    wrong = bytearray(data)
+    wrong[0:4] = np.int32(20240520).tobytes()
+    bad("hs_magic.bin", wrong, "a wrong header magic")
+    # The first example: [65535, bytes, index, label, endings, ctx_len, ...]; label 7 names no ending.
+    no_label = bytearray(data)
+    no_label[1024 + 6:1024 + 8] = np.uint16(7).tobytes()
+    bad("hs_label.bin", no_label, "a label naming no ending")
+    # An example whose first ending has no tokens (written by the project's writer, which allows it).
+    empty = os.path.join(work, "hs_empty.bin")
+    formats.write_eval_file(empty, [dict(label=0, ctx_tokens=[1, 2, 3], ending_tokens=[[], [5], [6], [7]])])
+    with open(empty, "rb") as f:
+        bad("hs_empty.bin", f.read(), "an ending with no tokens")
+
+
+def test_help_and_h_flag():
+    rc, so, se = run(["./train_gpt2", "-h"])
+    rc2, so2, se2 = run(["./train_gpt2", "--help"])
+    checks.check(rc == 0 and rc2 == 0 and "usage:" in so and "usage:" in so2 and "-h_file" in so,
+                 "-h alone and --help print the help", f"rc {rc}, {rc2}")
+    one_line_error("-h 2 is refused", ["./train_gpt2", "-h", "2"], "-h")
+
+
 def main():
     print(f"transformers {transformers.__version__}, torch {torch.__version__}", flush=True)
     got = test_import()
@@ -227,6 +342,10 @@ def main():
     test_export(ckpt)
     test_bf16_roundtrip(src)
     test_bad_models(src, ckpt)
+    test_help_and_h_flag()
+    hs = test_hellaswag(ckpt)
+    if hs:
+        test_hellaswag_bad_files(ckpt, hs)
     checks.exit()
 
 
