@@ -332,6 +332,52 @@ def test_help_and_h_flag():
     one_line_error("-h 2 is refused", ["./train_gpt2", "-h", "2"], "-h")
 
 
+# ---------------------------------------------------------------------------------------------
+# main.log, the loss plot and the defaults.
+def log_fields(path):
+    """[(kind, step, {key: value})] of a main.log, parsed here independently of dev/plot_log.py."""
+    out = []
+    for line in open(path):
+        f = dict(x.split(":", 1) for x in line.split())
+        kind = next(k for k in ("trl", "tel", "eval") if k in f)
+        out.append((kind, int(f["s"]), {k: float(v) for k, v in f.items() if k != "s"}))
+    return out
+
+
+def test_log_and_plot(ckpt, hs):
+    # A run with HellaSwag and validation every 2 steps, B=4 rows of T=64: 256 tokens per step.
+    run_dir = os.path.join(work, "plot_run")
+    rc, so, se = run(["./train_gpt2", "-e", ckpt, "-x", "4", "-v", "2", "-l", "1e-3", "-o", run_dir, "-h", "1", "-h_file", hs] + EVAL)
+    if not checks.check(rc == 0, "a run with -h 1 and -o", tail(se, 2)):
+        return
+    entries = log_fields(os.path.join(run_dir, "main.log"))
+    trl = [(s, f) for k, s, f in entries if k == "trl"]
+    tok_ok = [f["tok"] for _, f in trl] == [256.0 * (s + 1) for s, _ in trl] and len(trl) == 4
+    keys_ok = all({"lr", "norm", "ms"} <= set(f) for _, f in trl)
+    evals = [(s, f["tok"]) for k, s, f in entries if k in ("tel", "eval")]
+    checks.check(tok_ok and keys_ok and evals == [(0, 0.0), (0, 0.0), (2, 512.0), (2, 512.0), (4, 1024.0), (4, 1024.0)],
+                 "main.log: tokens seen, lr, grad norm, step time; val and HellaSwag every -v steps and at the end",
+                 f"trl tok {[f['tok'] for _, f in trl]}, eval/val (step, tok) {evals}")
+    etas = [line for line in so.splitlines() if line.startswith("step ") and "| ETA " in line]
+    checks.check(len(etas) >= 3, "the step line shows the time left (ETA)", etas[-1] if etas else "no ETA")
+    png = os.path.join(work, "curves.png")
+    rc, so2, se2 = run([PYTHON, "dev/plot_log.py", run_dir, os.path.join(work, "run"), "-o", png])
+    is_png = rc == 0 and os.path.exists(png) and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    checks.check(is_png, "dev/plot_log.py overlays two runs into a PNG", tail(so2 + se2, 1))
+    empty = os.path.join(work, "empty_run")
+    os.makedirs(empty)
+    open(os.path.join(empty, "main.log"), "w").close()
+    one_line_error("plot_log.py: a log with no data", [PYTHON, "dev/plot_log.py", empty, "-o", png], "empty_run")
+    one_line_error("plot_log.py: a directory without main.log", [PYTHON, "dev/plot_log.py", work, "-o", png], "main.log")
+
+
+def test_default_validation(ckpt):
+    """Own training data, no -j: no validation (the default pattern is tinyshakespeare's), said at start-up."""
+    rc, so, se = run(["./train_gpt2", "-e", ckpt, "-i", val_bin, "-b", "4", "-t", str(T), "-x", "1", "-s", "0"])
+    checks.check(rc == 0 and "validation: off" in so and "val loss" not in so,
+                 "own data without -j trains with validation off and says so", tail(se or so, 1))
+
+
 def main():
     print(f"transformers {transformers.__version__}, torch {torch.__version__}", flush=True)
     got = test_import()
@@ -346,6 +392,8 @@ def main():
     hs = test_hellaswag(ckpt)
     if hs:
         test_hellaswag_bad_files(ckpt, hs)
+        test_log_and_plot(ckpt, hs)
+    test_default_validation(ckpt)
     checks.exit()
 
 
