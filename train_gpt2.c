@@ -829,6 +829,12 @@ static double cpu_forward_loss(Trainable* tr, const int* inputs, const int* targ
     return gpt2_forward(self_of(tr), inputs, targets);
 }
 
+static void cpu_token_losses(Trainable* tr, const int* inputs, const int* targets, float* losses) {
+    GPT2* m = self_of(tr);
+    gpt2_forward(m, inputs, targets);
+    memcpy(losses, m->acts.losses, (size_t)m->B * m->T * sizeof(float));
+}
+
 // Logits for the token after position t-1 of row 0 (the other rows are ignored).
 static void cpu_next_token_logits(Trainable* tr, const int* tokens, int t, float* logits) {
     GPT2* m = self_of(tr);
@@ -930,6 +936,7 @@ Trainable gpt2_trainable(GPT2* m) {
     tr.zero_grads = cpu_zero_grads;
     tr.forward_backward = cpu_forward_backward;
     tr.forward_loss = cpu_forward_loss;
+    tr.token_losses = cpu_token_losses;
     tr.next_token_logits = cpu_next_token_logits;
     tr.zero_shard_acc = cpu_zero_shard_acc;
     tr.accumulate_shard = cpu_accumulate_shard;

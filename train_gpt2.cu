@@ -459,6 +459,14 @@ static double gpu_forward_loss(Trainable* tr, const int* inputs, const int* targ
     return scalar_wait(m);
 }
 
+// The per-position losses (fp32 on the device) of a forward with targets, copied to the host.
+static void gpu_token_losses(Trainable* tr, const int* inputs, const int* targets, float* losses) {
+    GPT2* m = self_of(tr);
+    gpt2_forward(m, inputs, targets);
+    cudaCheck(cudaMemcpyAsync(losses, m->acts.losses, (size_t)m->B * m->T * sizeof(float), cudaMemcpyDeviceToHost, m->stream));
+    cudaCheck(cudaStreamSynchronize(m->stream));
+}
+
 // Logits (V) for the token after position t-1 of row 0 (the other rows are computed and ignored).
 static void gpu_next_token_logits(Trainable* tr, const int* tokens, int t, float* logits) {
     GPT2* m = self_of(tr);
@@ -604,6 +612,7 @@ Trainable gpt2_trainable(GPT2* m, double peak_flops) {
     tr.zero_grads = gpu_zero_grads;
     tr.forward_backward = gpu_forward_backward;
     tr.forward_loss = gpu_forward_loss;
+    tr.token_losses = gpu_token_losses;
     tr.next_token_logits = gpu_next_token_logits;
     tr.zero_shard_acc = gpu_zero_shard_acc;
     tr.accumulate_shard = gpu_accumulate_shard;

@@ -33,6 +33,9 @@ typedef struct {
     int grad_bf16;              // GPU only: bf16 gradient buffer instead of fp32
     // evaluation, sampling, checkpoints
     int val_every, val_steps, sample_every, gen_T;
+    int val_defaulted_off;      // 1: -j not given and -i is not the default data, so no validation
+    int hellaswag;              // 1: HellaSwag every -v steps and at the end (llm.c's -h 1)
+    const char* hellaswag_file;
     int ckpt_every;
     int resume;
     int seed;
@@ -48,9 +51,12 @@ typedef struct {
     const char* help;
 } ArgSpec;
 
+// The default training data; validation defaults to its validation split only when this is used.
+#define DEFAULT_TRAIN_DATA "dev/data/tinyshakespeare/tiny_shakespeare_train.bin"
+
 #define ARG(flag, kind, field, fallback, help) { flag, kind, offsetof(TrainOptions, field), fallback, help }
 static const ArgSpec TRAIN_ARGS[] = {
-    ARG("-i", ARG_STRING, train_data, "dev/data/tinyshakespeare/tiny_shakespeare_train.bin", "training shards (glob)"),
+    ARG("-i", ARG_STRING, train_data, DEFAULT_TRAIN_DATA, "training shards (glob)"),
     ARG("-j", ARG_STRING, val_data, "dev/data/tinyshakespeare/tiny_shakespeare_val.bin", "validation shards (glob), \"\" for none"),
     ARG("-e", ARG_STRING, init, "d12", "init: a checkpoint file, or a preset: tiny small d12 d24 d36 d48"),
     ARG("-tk", ARG_STRING, tokenizer, "dev/data/tinyshakespeare/gpt2_tokenizer.bin", "tokenizer file for samples"),
@@ -75,6 +81,8 @@ static const ArgSpec TRAIN_ARGS[] = {
     ARG("-sync_each_microstep", ARG_INT, sync_each_microstep, "0", "1: reduce-scatter every micro-step into a shard accumulator (more communication, not less memory)"),
     ARG("-grad_bf16", ARG_INT, grad_bf16, "0", "GPU: 1 keeps the gradient buffer in bf16 (default fp32)"),
     ARG("-v", ARG_INT, val_every, "20", "validation every this many steps, 0 for never"),
+    ARG("-h", ARG_INT, hellaswag, "0", "1: HellaSwag accuracy every -v steps and at the end (-h alone: this help)"),
+    ARG("-h_file", ARG_STRING, hellaswag_file, "dev/data/hellaswag/hellaswag_val.bin", "HellaSwag eval file (dev/data/hellaswag.py)"),
     ARG("-m", ARG_INT, val_steps, "20", "validation batches of B rows per rank per evaluation"),
     ARG("-s", ARG_INT, sample_every, "20", "sample every this many steps, 0 for never"),
     ARG("-g", ARG_INT, gen_T, "64", "tokens to sample"),
@@ -130,13 +138,35 @@ static void require(int ok, const char* flag, const char* expected, const char* 
     if (!ok) die("flag %s expects %s, got '%s'", flag, expected, text);
 }
 
-// Defaults, then argv; then the checks that need no files. -h prints the usage and exits 0.
+// "-h" is llm.c's HellaSwag flag when a value follows ("-h 1"); alone, or before another flag, it asks
+// for the help, as does "--help".
+static int asks_for_help(int argc, char** argv, int i) {
+    if (strcmp(argv[i], "--help") == 0) return 1;
+    if (strcmp(argv[i], "-h") != 0) return 0;
+    return i + 1 >= argc || argv[i + 1][0] == '-';
+}
+
+static int flag_given(int argc, char** argv, const char* flag) {
+    for (int i = 1; i < argc; i++) if (strcmp(argv[i], flag) == 0) return 1;
+    return 0;
+}
+
+// The default validation shards belong to the default training data: a run on other data validates
+// only where -j says so (the caller reports it at start-up).
+static void default_validation_to_data(TrainOptions* o, int argc, char** argv) {
+    if (!flag_given(argc, argv, "-j") && strcmp(o->train_data, DEFAULT_TRAIN_DATA) != 0) {
+        o->val_data = "";
+        o->val_defaulted_off = 1;
+    }
+}
+
+// Defaults, then argv; then the checks that need no files. -h alone prints the usage and exits 0.
 static void parse_args(TrainOptions* o, int argc, char** argv) {
     memset(o, 0, sizeof(*o));
     for (int i = 0; i < NUM_TRAIN_ARGS; i++)
         if (!arg_store(&TRAIN_ARGS[i], TRAIN_ARGS[i].fallback, o)) die("internal: bad default for %s", TRAIN_ARGS[i].flag);
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { print_usage(argv[0]); exit(0); }
+        if (asks_for_help(argc, argv, i)) { print_usage(argv[0]); exit(0); }
         const ArgSpec* spec = NULL;
         for (int j = 0; j < NUM_TRAIN_ARGS; j++)
             if (strcmp(argv[i], TRAIN_ARGS[j].flag) == 0) spec = &TRAIN_ARGS[j];
@@ -156,6 +186,7 @@ static void parse_args(TrainOptions* o, int argc, char** argv) {
     require(o->sync_each_microstep == 0 || o->sync_each_microstep == 1, "-sync_each_microstep", "0 or 1", text);
     snprintf(text, sizeof(text), "%d", o->grad_bf16); require(o->grad_bf16 == 0 || o->grad_bf16 == 1, "-grad_bf16", "0 or 1", text);
     snprintf(text, sizeof(text), "%g", o->lr); require(o->lr >= 0.0f, "-l", "a non-negative number", text);
+    snprintf(text, sizeof(text), "%d", o->hellaswag); require(o->hellaswag == 0 || o->hellaswag == 1, "-h", "0 or 1", text);
     snprintf(text, sizeof(text), "%d", o->val_steps); require(o->val_steps > 0, "-m", "a positive integer", text);
     snprintf(text, sizeof(text), "%d", o->gen_T); require(o->gen_T > 0, "-g", "a positive integer", text);
     int ways = (o->total_batch != -1) + (o->K != -1) + (o->k_schedule[0] != '\0');
@@ -163,6 +194,7 @@ static void parse_args(TrainOptions* o, int argc, char** argv) {
     if (o->sync_each_microstep && o->zero_stage == 0) die("flag -sync_each_microstep 1 needs the sharded optimizer (-z 1)");
     if (o->ckpt_every > 0 && o->out_dir[0] == '\0') die("flag -n needs an output directory (-o)");
     if (o->resume && o->out_dir[0] == '\0') die("flag -y 1 needs the output directory (-o) to resume from");
+    default_validation_to_data(o, argc, argv);
 }
 
 #endif // LLMC_ARGS_H

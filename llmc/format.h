@@ -19,6 +19,11 @@
 #define DEBUG_STATE_MAGIC 20240327 // train_gpt2.py's debug state
 #define DEBUG_STATE_VERSION 3      // this project's: masked window and trajectory
 
+#define EVAL_MAGIC 20240522        // llm.c's multiple-choice eval file (HellaSwag)
+#define EVAL_VERSION 1
+#define EVAL_EXAMPLE_START 65535   // uint16 delimiter opening each example
+#define EVAL_MAX_ENDINGS 16        // endings per example this reader accepts (HellaSwag has 4)
+
 #define TRAIN_STATE_MAGIC 20241101 // this project's per-rank resume state
 #define TRAIN_STATE_VERSION 1
 

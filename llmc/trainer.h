@@ -16,6 +16,7 @@
 #include "tokenizer.h"
 #include "rand.h"
 #include "window.h"
+#include "hellaswag.h"
 
 // ----------------------------------------------------------------------------
 // Initial parameters: a checkpoint file, or a preset initialized from the seed.
@@ -195,7 +196,7 @@ static void sample_and_print(Trainable* tr, const Tokenizer* tk, Rng* rng, int g
 // What must agree on every rank (paths may differ between nodes, so they are left out).
 static uint64_t options_hash(const TrainOptions* o, const GPT2Config* c) {
     TrainOptions h = *o;
-    h.train_data = h.val_data = h.init = h.tokenizer = h.out_dir = h.k_schedule = h.dump_grads = NULL;
+    h.train_data = h.val_data = h.init = h.tokenizer = h.out_dir = h.k_schedule = h.dump_grads = h.hellaswag_file = NULL;
     uint64_t x = fnv1a(FNV1A_SEED, &h, sizeof(h));
     x = fnv1a(x, o->k_schedule, strlen(o->k_schedule));
     return fnv1a(x, c, sizeof(*c));
@@ -236,10 +237,38 @@ static void open_loader(DataLoader* dl, const char* pattern, const TrainOptions*
     comm_agree_or_die(c, what, rc == 0 ? NULL : err);
 }
 
-static void log_line(FILE* log, const char* fmt, int step, double value) {
+// main.log, one line per event, "s:<step> key:value ..." (doc/formats.md; dev/plot_log.py reads it).
+static void log_line(FILE* log, const char* fmt, ...) {
     if (log == NULL) return;
-    fprintf(log, fmt, step, value);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(log, fmt, ap);
+    va_end(ap);
     fflush(log);
+}
+
+// Tokens the run has trained on before step `step` (all ranks, masked or not): sum of P*K(s)*B*T.
+static double tokens_before_step(const KSchedule* ks, int step, int world, int B, int T) {
+    double total = 0.0;
+    for (int s = 0; s < step; s++) total += (double)world * kschedule_at(ks, s) * B * T;
+    return total;
+}
+
+// "1h02m", "3m05s", "12s": the time left at the mean step time so far.
+static void format_duration(char* out, size_t n, double seconds) {
+    long s = (long)(seconds + 0.5);
+    if (s >= 3600) snprintf(out, n, "%ldh%02ldm", s / 3600, (s % 3600) / 60);
+    else if (s >= 60) snprintf(out, n, "%ldm%02lds", s / 60, s % 60);
+    else snprintf(out, n, "%lds", s);
+}
+
+static void run_hellaswag(Trainable* tr, const EvalSet* es, Comm* c, FILE* log, int step, double tokens) {
+    EvalResult h = evaluate_hellaswag(tr, es, c);
+    if (c->rank != 0) return;
+    printf("hellaswag: acc_norm %d/%d = %.4f | acc %d/%d = %.4f\n", h.correct_norm, h.examples,
+           (double)h.correct_norm / h.examples, h.correct, h.examples, (double)h.correct / h.examples);
+    log_line(log, "s:%d eval:%.6f acc:%.6f n:%d tok:%.0f\n", step, (double)h.correct_norm / h.examples,
+             (double)h.correct / h.examples, h.examples, tokens);
 }
 
 static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
@@ -256,6 +285,13 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
     if (o->shuffle) dataloader_shuffle(&train, o->seed);
     int has_val = o->val_data[0] != '\0' && o->val_every > 0;
     if (has_val) open_loader(&val, o->val_data, o, c, cfg->vocab_size, "opening the validation data (-j)");
+    EvalSet hellaswag;
+    memset(&hellaswag, 0, sizeof(hellaswag));
+    if (o->hellaswag) {
+        char err[1400];
+        int rc = evalset_load(&hellaswag, o->hellaswag_file, cfg->vocab_size, err, sizeof(err));
+        comm_agree_or_die(c, "opening the HellaSwag file (-h_file)", rc == 0 ? NULL : err);
+    }
     int max_steps = o->max_steps;
     if (max_steps < 0) {  // one epoch at the first step's K
         long rows_per_window = (long)o->B * c->world * kschedule_at(&ks, 0);
@@ -266,6 +302,9 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
         printf("data: %zu training rows of T=%d (%s layout) in %d shard(s), %s%s\n", train.total_rows, o->T,
                o->pad ? "padded" : "packed", train.num_shards, o->shuffle ? "shuffled each epoch" : "in file order",
                has_val ? "" : ", no validation");
+        if (o->val_defaulted_off)
+            printf("validation: off, because -i is not the default data and -j was not given (-j PATTERN validates)\n");
+        if (o->hellaswag) printf("hellaswag: %d examples from %s\n", hellaswag.num_examples, o->hellaswag_file);
         if (o->pad && train.rows_truncated)
             printf("data: %zu example(s) are longer than T=%d and will be truncated\n", train.rows_truncated, o->T);
         printf("window: P=%d ranks x K=%d micro-steps x B=%d rows x T=%d = %ld tokens per step%s; %s optimizer%s\n",
@@ -302,14 +341,17 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
     int timed_steps = 0;
     CommStats window_comm;  // summed over windows, to show that nothing else was communicated in them
     memset(&window_comm, 0, sizeof(window_comm));
+    double tokens_seen = tokens_before_step(&ks, start, c->world, o->B, o->T);
     for (int step = start; step <= max_steps; step++) {
         int last = step == max_steps;
         if (has_val && (step % o->val_every == 0 || last)) {
             double vl = evaluate_loss(tr, &val, c, o->val_steps);
             if (master && isnan(vl)) printf("val loss n/a (no valid target in %d validation batches)\n", o->val_steps);
             if (master && !isnan(vl)) printf("val loss %.6f\n", vl);
-            if (!isnan(vl)) log_line(log, "s:%d tel:%.6f\n", step, vl);
+            if (!isnan(vl)) log_line(log, "s:%d tel:%.6f tok:%.0f\n", step, vl, tokens_seen);
         }
+        if (o->hellaswag && ((o->val_every > 0 && step % o->val_every == 0) || last))
+            run_hellaswag(tr, &hellaswag, c, log, step, tokens_seen);
         if (master && o->sample_every > 0 && ((step > 0 && step % o->sample_every == 0) || last))
             sample_and_print(tr, &tk, &rng, o->gen_T);
         if (o->ckpt_every > 0 && step > start && (step % o->ckpt_every == 0 || last))
@@ -326,6 +368,7 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
             window_comm.calls[kind] += r.comm.calls[kind];
             window_comm.bytes[kind] += r.comm.bytes[kind];
         }
+        tokens_seen += (double)c->world * K * o->B * o->T;
         if (!master) continue;
         if (step == start) comm_print_stats(&r.comm, "communication per window");
         double tokens = (double)c->world * K * o->B * o->T;
@@ -339,9 +382,16 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
         } else if (tr->peak_flops < 0.0) {
             printf(" | MFU unknown");
         }
+        if (timed_steps > 0) {
+            char eta[32];
+            format_duration(eta, sizeof(eta), total_ms / timed_steps / 1e3 * (max_steps - step - 1));
+            printf(" | ETA %s", eta);
+        }
         printf("%s\n", r.skipped ? " | skipped (N = 0)" : "");
         fflush(stdout);
-        if (!r.skipped) log_line(log, "s:%d trl:%.6f\n", step, r.loss);
+        if (!r.skipped)
+            log_line(log, "s:%d trl:%.6f tok:%.0f lr:%.6e norm:%.6f ms:%.1f\n", step, r.loss,
+                     tokens_seen, lr, r.grad_norm, ms);
     }
     if (master && max_steps > start) {
         char title[64];
@@ -355,6 +405,7 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
     if (tk.tokens) tokenizer_free(&tk);
     dataloader_free(&train);
     if (has_val) dataloader_free(&val);
+    if (o->hellaswag) evalset_free(&hellaswag);
     return 0;
 }
 

@@ -51,6 +51,8 @@ struct Trainable {
     void   (*zero_grads)(Trainable* tr);
     double (*forward_backward)(Trainable* tr, const int* inputs, const int* targets);
     double (*forward_loss)(Trainable* tr, const int* inputs, const int* targets);
+    // Forward with targets; losses (B*T) gets each position's loss, 0 where the target is -1 (HellaSwag).
+    void   (*token_losses)(Trainable* tr, const int* inputs, const int* targets, float* losses);
     void   (*next_token_logits)(Trainable* tr, const int* tokens, int t, float* logits);  // (V) at position t-1
     void   (*zero_shard_acc)(Trainable* tr);
     void   (*accumulate_shard)(Trainable* tr);              // grad_shard_acc += grad_shard

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian/Ubuntu machine lacks for building and testing (CPU side):
-# a C compiler with OpenMP, OpenMPI, and Python with numpy, PyTorch (CPU), tiktoken, matplotlib.
+# a C compiler with OpenMP, OpenMPI, and Python with numpy, PyTorch (CPU), tiktoken, matplotlib,
+# transformers and safetensors.
 # The CUDA toolkit (nvcc, cuBLAS, NCCL) is not installed here: the CUDA targets need it already.
 set -euo pipefail
 SUDO=""
@@ -27,4 +28,11 @@ if ! /usr/bin/python3 -c "import tiktoken" 2>/dev/null; then
   $SUDO /usr/bin/python3 -m pip install -q --break-system-packages tiktoken 2>/dev/null \
     || $SUDO /usr/bin/python3 -m pip install -q tiktoken
 fi
-echo "install_deps: ok ($(/usr/bin/python3 -c 'import torch, numpy, tiktoken; print("torch", torch.__version__, "numpy", numpy.__version__, "tiktoken", tiktoken.__version__)'))"
+# Hugging Face import/export and its tests: transformers 4.40 is the last line that works with
+# Debian's torch 1.13.
+if ! /usr/bin/python3 -c "import transformers, safetensors" 2>/dev/null; then
+  echo "install_deps: pip installing transformers 4.40 and safetensors"
+  $SUDO /usr/bin/python3 -m pip install -q --break-system-packages 'transformers==4.40.*' safetensors 2>/dev/null \
+    || $SUDO /usr/bin/python3 -m pip install -q 'transformers==4.40.*' safetensors
+fi
+echo "install_deps: ok ($(/usr/bin/python3 -c 'import torch, numpy, tiktoken, transformers; print("torch", torch.__version__, "numpy", numpy.__version__, "tiktoken", tiktoken.__version__, "transformers", transformers.__version__)'))"

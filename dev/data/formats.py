@@ -17,6 +17,10 @@ DATA_VERSION_TOKENS = 1     # llm.c: uint16 tokens
 DATA_VERSION_MASKED = 2     # this project: uint16 tokens, then uint8 loss mask
 TOKENIZER_MAGIC = 20240328
 TOKENIZER_VERSION = 2
+EVAL_MAGIC = 20240522       # llm.c's multiple-choice eval file (HellaSwag)
+EVAL_VERSION = 1
+EVAL_EXAMPLE_START = 65535  # uint16 delimiter opening each example
+EVAL_MAX_ENDINGS = 16
 DEBUG_STATE_MAGIC = 20240327
 DEBUG_STATE_VERSION = 3
 
@@ -116,11 +120,22 @@ def gpt2_token_bytes(encoder_json_path):
     return token_bytes
 
 
-def write_model(path, params, max_seq_len, vocab_size, num_layers, num_heads, channels, padded_vocab_size):
-    """Model checkpoint, version 3 (fp32): header, then the flat parameter buffer in checkpoint order."""
-    params = np.ascontiguousarray(params, dtype=np.float32)
-    write_atomic(path, [_header(MODEL_MAGIC, MODEL_VERSION_FP32, max_seq_len, vocab_size, num_layers,
+def write_model(path, params, max_seq_len, vocab_size, num_layers, num_heads, channels, padded_vocab_size,
+                version=MODEL_VERSION_FP32):
+    """Model checkpoint: header, then the flat parameter buffer in checkpoint order.
+    Version 3: params are float32. Version 5: params are the uint16 bit patterns of bf16 values."""
+    dtype = np.float32 if version == MODEL_VERSION_FP32 else np.uint16
+    assert version in (MODEL_VERSION_FP32, MODEL_VERSION_BF16), f"unknown checkpoint version {version}"
+    params = np.ascontiguousarray(params, dtype=dtype)
+    write_atomic(path, [_header(MODEL_MAGIC, version, max_seq_len, vocab_size, num_layers,
                                 num_heads, channels, padded_vocab_size), params])
+
+
+def read_model_version(path):
+    """The version slot of a checkpoint's header (3 fp32, 5 bf16); read_model checks the rest."""
+    with open(path, "rb") as f:
+        header = np.frombuffer(f.read(8), dtype=np.int32)
+    return int(header[1]) if header.size == 2 else -1
 
 
 def read_model(path):
@@ -186,3 +201,22 @@ def parameter_tensors(config):
             ("qkvb", L * 3 * C), ("attprojw", L * C * C), ("attprojb", L * C), ("ln2w", L * C), ("ln2b", L * C),
             ("fcw", L * 4 * C * C), ("fcb", L * 4 * C), ("fcprojw", L * C * 4 * C), ("fcprojb", L * C),
             ("lnfw", C), ("lnfb", C)]
+
+
+def write_eval_file(path, examples):
+    """llm.c's multiple-choice eval file (HellaSwag). examples: dicts with "label", "ctx_tokens" (list of
+    ids) and "ending_tokens" (list of lists). Per example a uint16 stream: 65535, its size in bytes,
+    its index, label, number of endings, context length + tokens, then each ending's length + tokens."""
+    stream, longest = [], 0
+    for idx, ex in enumerate(examples):
+        endings = ex["ending_tokens"]
+        body = [EVAL_EXAMPLE_START, 0, idx, ex["label"], len(endings), len(ex["ctx_tokens"])] + list(ex["ctx_tokens"])
+        for end in endings:
+            body += [len(end)] + list(end)
+        assert all(0 <= t < EVAL_EXAMPLE_START for t in body[2:]), f"example {idx}: a value does not fit uint16"
+        body[1] = 2 * len(body)
+        assert body[1] < 2**16, f"example {idx} is {body[1]} bytes, the format's limit is 65535"
+        longest = max(longest, body[1])
+        stream += body
+    assert len(examples) < 2**16, "the example index is a uint16"
+    write_atomic(path, [_header(EVAL_MAGIC, EVAL_VERSION, len(examples), longest), np.array(stream, dtype=np.uint16)])
