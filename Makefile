@@ -123,7 +123,7 @@ include dev/cpucuda/cpucuda.mk
 tinyshakespeare:
 	$(PYTHON) dev/data/tinyshakespeare.py $(if $(INPUT),--input $(INPUT))
 
-test: train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu
+test: train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu cpucuda cpucuda-asan cpucuda-ucontext
 	$(PYTHON) dev/test/run_tests.py
 
 clean:

@@ -70,3 +70,9 @@ cpucuda-asan: $(CPUCUDA_ASAN_PROGRAMS)
 cpucuda-fp32: $(CPUCUDA_OUT)/fp32/train_gpt2cu
 cpucuda-ucontext: $(CPUCUDA_OUT)/ucontext/dev/cuda/layernorm_forward
 .PHONY: cpucuda cpucuda-asan cpucuda-fp32 cpucuda-ucontext
+
+# the emulation's own probes (dev/cpucuda/probes/probes.cu)
+$(CPUCUDA_OUT)/probes: $(CPUCUDA_DIR)/probes/probes.cu $(CPUCUDA_OBJS) $(CPUCUDA_DIR)/cu2cpp.pl
+	perl $(CPUCUDA_DIR)/cu2cpp.pl $< > $(CPUCUDA_OUT)/src/probes.cu
+	$(CXX) $(CPUCUDA_BASE) $(CPUCUDA_OPT) -x c++ $(CPUCUDA_OUT)/src/probes.cu -x none $(CPUCUDA_OBJS) $(CPUCUDA_MPI_LIBS) -lpthread -o $@
+cpucuda: $(CPUCUDA_OUT)/probes

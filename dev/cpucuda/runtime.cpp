@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdarg>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -161,6 +162,12 @@ struct Worker {
     BlockState bs;
     Thunk thunk = nullptr;
     void* closure = nullptr;
+    char* stacks = nullptr;
+    size_t stacks_bytes = 0;
+    ~Worker() {
+        if (stacks) munmap(stacks, stacks_bytes);
+        free(bs.warp_scratch);
+    }
 };
 static thread_local Worker* W = nullptr;
 
@@ -383,8 +390,10 @@ static void worker_init(Worker& w) {
     const size_t page = (size_t)sysconf(_SC_PAGESIZE);
     w.stack_bytes = (w.stack_bytes + page - 1) / page * page;
     const size_t per = w.stack_bytes + page;   // + a guard page below each stack: an overflow faults
-    char* stacks = (char*)mmap(nullptr, per * MAX_BLOCK_THREADS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (stacks == MAP_FAILED) fatal("mmap of %zu bytes of fiber stacks failed", per * MAX_BLOCK_THREADS);
+    w.stacks_bytes = per * MAX_BLOCK_THREADS;
+    char* stacks = (char*)mmap(nullptr, w.stacks_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (stacks == MAP_FAILED) fatal("mmap of %zu bytes of fiber stacks failed", w.stacks_bytes);
+    w.stacks = stacks;
     w.fibers.resize(MAX_BLOCK_THREADS);
     for (int i = 0; i < MAX_BLOCK_THREADS; i++) {
         char* base = stacks + per * i;
@@ -433,6 +442,7 @@ static void run_job(Job& job, Worker& w) {
 
 struct Pool {
     std::vector<std::thread> threads;
+    std::vector<std::unique_ptr<Worker>> workers;
     std::mutex mu;
     std::condition_variable cv, done_cv;
     Job* job = nullptr;
@@ -446,7 +456,8 @@ struct Pool {
         int nt = env_int("CPUCUDA_THREADS", (int)std::thread::hardware_concurrency());
         if (nt < 1) nt = 1;
         for (int i = 1; i < nt; i++) {
-            Worker* w = new Worker();
+            workers.emplace_back(new Worker());
+            Worker* w = workers.back().get();
             worker_init(*w);
             threads.emplace_back([this, w]() {
                 unsigned long long seen = 0;

@@ -23,6 +23,7 @@ SUITES = [
     ("SFT rows and exact accumulation", [PYTHON, "dev/test/test_sft.py"]),
     ("Hugging Face, HellaSwag, plots", [PYTHON, "dev/test/test_hf.py"]),
     ("CUDA trainer", [PYTHON, "dev/test/test_cuda.py"]),
+    ("CUDA code on the CPU emulation", [PYTHON, "dev/test/test_cpucuda.py"]),
 ]
 
 
