@@ -72,7 +72,7 @@ bad_cases = [
     ("malformed integer", BASE + ["-i", train, "-b", "four"], "-b expects an integer"),
     ("malformed number", BASE + ["-i", train, "-l", "1e-3x"], "-l expects a number"),
     ("flag without a value", BASE + ["-i", train, "-b"], "-b expects"),
-    ("non-positive B", BASE + ["-i", train, "-b", "0"], "-b expects a positive"),
+    ("non-positive B", BASE + ["-i", train, "-b", "0"], "-b expects an integer >= 1"),
     ("malformed K schedule", BASE + ["-i", train, "-k_schedule", "0:8,x"], "-k_schedule"),
     ("resume without a checkpoint", BASE + ["-i", train, "-y", "1", "-o", os.path.join(work, "empty")], "no complete checkpoint"),
 ]
