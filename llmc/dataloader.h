@@ -62,8 +62,44 @@ static int shard_fail(char* err, size_t errlen, const char* fmt, ...) {
     return -1;
 }
 
-static int shard_open(Shard* s, const char* path, int T, int padded, char* err, size_t errlen) {
+// Reads the whole shard once, in chunks, when it is opened: every token id must be < vocab_size and
+// every mask byte 0 or 1. A bad value is found now, not when its row comes up hours into a run.
+// Leaves the file positioned anywhere (rows are read with explicit seeks).
+static int shard_validate(Shard* s, int vocab_size, char* err, size_t errlen) {
+    const size_t CHUNK = (size_t)1 << 20;  // tokens per read
+    uint16_t* tokens = (uint16_t*)mallocCheck(CHUNK * sizeof(uint16_t));
+    int rc = 0;
+    fseekCheck(s->file, HEADER_INTS * sizeof(int), SEEK_SET, s->path);
+    for (size_t done = 0; done < s->num_tokens && rc == 0; done += CHUNK) {
+        size_t n = s->num_tokens - done < CHUNK ? s->num_tokens - done : CHUNK;
+        if (fread(tokens, sizeof(uint16_t), n, s->file) != n) { rc = shard_fail(err, errlen, "cannot read tokens of '%s'", s->path); break; }
+        for (size_t i = 0; i < n; i++)
+            if (tokens[i] >= vocab_size) {
+                rc = shard_fail(err, errlen, "data shard '%s' has token id %d at position %zu, expected < vocab size %d",
+                                s->path, tokens[i], done + i, vocab_size);
+                break;
+            }
+    }
+    uint8_t* mask = (uint8_t*)tokens;  // the tokens are checked: reuse the buffer (2*CHUNK bytes) for the mask
+    for (size_t done = 0; s->version == DATA_VERSION_MASKED && done < s->num_tokens && rc == 0; done += CHUNK) {
+        size_t n = s->num_tokens - done < CHUNK ? s->num_tokens - done : CHUNK;
+        if (fread(mask, 1, n, s->file) != n) { rc = shard_fail(err, errlen, "cannot read the mask of '%s'", s->path); break; }
+        for (size_t i = 0; i < n; i++)
+            if (mask[i] > 1) {
+                rc = shard_fail(err, errlen, "data shard '%s' has mask byte %d at position %zu, expected 0 or 1",
+                                s->path, mask[i], done + i);
+                break;
+            }
+    }
+    free(tokens);
+    return rc;
+}
+
+static int shard_open(Shard* s, const char* path, int T, int padded, int vocab_size, char* err, size_t errlen) {
     memset(s, 0, sizeof(*s));
+    if (strlen(path) >= sizeof(s->path))
+        return shard_fail(err, errlen, "data shard path of %zu characters, expected at most %zu: '%.80s...'",
+                          strlen(path), sizeof(s->path) - 1, path);
     snprintf(s->path, sizeof(s->path), "%s", path);
     s->file = fopen(path, "rb");
     if (s->file == NULL) return shard_fail(err, errlen, "cannot open data shard '%s': %s", path, strerror(errno));
@@ -80,6 +116,8 @@ static int shard_open(Shard* s, const char* path, int T, int padded, char* err, 
     size_t bytes_per_token = s->version == DATA_VERSION_MASKED ? 3 : 2;
     long expected = (long)sizeof(header) + (long)(s->num_tokens * bytes_per_token);
     if (size != expected) return shard_fail(err, errlen, "data shard '%s' is %ld bytes, header implies %ld (truncated or corrupt)", path, size, expected);
+    if (shard_validate(s, vocab_size, err, errlen) != 0) return -1;
+    fseekCheck(s->file, HEADER_INTS * sizeof(int), SEEK_SET, path);
     if (!padded) {
         s->num_rows = s->num_tokens > 0 ? (s->num_tokens - 1) / (size_t)T : 0;
         return 0;
@@ -123,7 +161,7 @@ static int dataloader_open(DataLoader* dl, const char* pattern, int B, int T, in
     dl->num_shards = (int)g.gl_pathc;  // glob sorts the names
     dl->shards = (Shard*)callocCheck(dl->num_shards, sizeof(Shard));
     for (int i = 0; i < dl->num_shards; i++) {
-        if (shard_open(&dl->shards[i], g.gl_pathv[i], T, padded, err, errlen) != 0) { globfree(&g); return -1; }
+        if (shard_open(&dl->shards[i], g.gl_pathv[i], T, padded, vocab_size, err, errlen) != 0) { globfree(&g); return -1; }
         dl->shards[i].first_row = dl->total_rows;
         dl->total_rows += dl->shards[i].num_rows;
         if (padded)
@@ -183,6 +221,7 @@ static void shard_read_span(DataLoader* dl, Shard* s, size_t offset, size_t coun
     } else {
         memset(dl->row_mask, 1, count);
     }
+    // Checked when the shard was opened; this only catches a file changed under a running job.
     for (size_t i = 0; i < count; i++)
         if (dl->row_tokens[i] >= dl->vocab_size)
             die("data shard '%s' has token id %d at position %zu, expected < vocab size %d",

@@ -49,8 +49,9 @@ static float* load_initial_parameters(const TrainOptions* o, GPT2Config* c) {
         params = (float*)mallocCheck(gpt2_num_parameters(c) * sizeof(float));
         gpt2_init_random(c, params, (uint64_t)o->seed);
     } else {
-        FILE* probe = fopen(o->init, "rb");
-        if (probe == NULL) die("flag -e: '%s' is neither a preset (tiny small d12 d24 d36 d48) nor a readable checkpoint", o->init);
+        struct stat st;
+        FILE* probe = stat(o->init, &st) == 0 && S_ISREG(st.st_mode) ? fopen(o->init, "rb") : NULL;
+        if (probe == NULL) die("flag -e: '%s' is neither a preset (tiny small d12 d24 d36 d48) nor a readable checkpoint file", o->init);
         fclose(probe);
         params = gpt2_load_checkpoint(o->init, c);
         long bad = first_nonfinite(params, gpt2_num_parameters(c));
@@ -514,9 +515,12 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
     }
     if (o->out_dir[0]) {
         char reason[1400] = "";
+        struct stat st;
         if (master && !o->resume && claim_output_dir(o, reason, sizeof(reason)) == NULL &&
             mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
             snprintf(reason, sizeof(reason), "flag -o: cannot create directory '%s': %s", o->out_dir, strerror(errno));
+        else if (master && (stat(o->out_dir, &st) != 0 || !S_ISDIR(st.st_mode)))
+            snprintf(reason, sizeof(reason), "flag -o: '%s' is not a directory", o->out_dir);
         comm_agree_or_die(c, "preparing the output directory (-o)", reason[0] ? reason : NULL);
     }
     comm_barrier(c);
