@@ -227,10 +227,12 @@ static float* read_checkpoint_model(const char* path, int step, Trainable* tr, u
     ModelStamp stamp = gpt2_read_stamp(path);
     if (memcmp(&saved, &tr->config, sizeof(saved)) != 0) {
         snprintf(reason, n, "checkpoint '%s' holds another model config", path);
-    } else if (!stamp.present || stamp.step != step || stamp.run_id != config_hash) {
-        snprintf(reason, n, "checkpoint '%s' is %s step %d (expected this run's step %d)", path,
-                 !stamp.present ? "not stamped by a training run, or not" : stamp.run_id != config_hash ? "another run's, at" : "this run's",
-                 stamp.present ? stamp.step : -1, step);
+    } else if (!stamp.present) {
+        snprintf(reason, n, "checkpoint '%s' has no step and run stamp (not written by a training run's checkpoint)", path);
+    } else if (stamp.run_id != config_hash) {
+        snprintf(reason, n, "checkpoint '%s' belongs to another run (another model or batch geometry)", path);
+    } else if (stamp.step != step) {
+        snprintf(reason, n, "checkpoint '%s' holds step %d, expected step %d (a file copied from another checkpoint?)", path, stamp.step, step);
     } else if (fnv1a(FNV1A_SEED, params, tr->num_params * sizeof(float)) != stamp.checksum || stamp.checksum != model_checksum) {
         snprintf(reason, n, "checkpoint '%s' fails its checksum (damaged, or not the model of this step's state files)", path);
     }

@@ -351,7 +351,8 @@ damaged("truncated_state_file", lambda d: os.truncate(f6(d, "state"), 2000), "st
 damaged("a_flipped_bit_in_the_optimizer_state", lambda d: flip(f6(d, "state"), 5000), "checksum")
 damaged("a_flipped_bit_in_the_model", lambda d: flip(f6(d, "model"), 9000), "checksum")
 damaged("model_of_step_4_copied_over_step_6", lambda d: shutil.copy(os.path.join(d, "model_00000004.bin"), f6(d, "model")), "step 4")
-damaged("an_llm.c_model_without_a_stamp", lambda d: shutil.copy(init, f6(d, "model")), "model_00000006")
+damaged("another_run's_model_of_step_1", lambda d: shutil.copy(init, f6(d, "model")), "step 1")
+damaged("an_llm.c_model_without_a_stamp", lambda d: shutil.copy(model_with("plain.bin"), f6(d, "model")), "stamp")
 damaged("state_file_missing", lambda d: os.remove(f6(d, "state")), "state_00000006")
 damaged("DONE_of_a_step_without_files", lambda d: open(os.path.join(d, "DONE_00000008"), "w").close(), "00000008")
 damaged("a_state_header_with_another_step_field", lambda d: (lambda p: open(p, "r+b").write(header(20241101, 2, 4)[:12]))(f6(d, "state")),
