@@ -41,6 +41,17 @@ static void gpt2_init_random(const GPT2Config* c, float* params, uint64_t seed) 
     }
 }
 
+// The largest activation tensors grow as B*T*Vp (logits, probabilities), B*NH*T*T*L (attention) and
+// B*T*C*L (the layers). Their sizes are computed in double, where they cannot wrap, and refused past
+// 2^62 bytes: so the trainers' size_t arithmetic over them cannot overflow.
+static void check_activation_sizes(const TrainOptions* o, const GPT2Config* c) {
+    double BT = (double)o->B * o->T;
+    double floats = BT * c->padded_vocab_size * 2.0 + BT * c->num_heads * (double)o->T * c->num_layers * 2.0
+                  + BT * c->channels * c->num_layers * 32.0;
+    if (floats * 4.0 > 4.6e18)
+        die("flags -b %d -t %d: the activations of this model would need about %.3g bytes, past 2^62", o->B, o->T, floats * 4.0);
+}
+
 // Returns host fp32 parameters (num_params) and fills the config. Checks -t against the model's
 // max_seq_len here, before the trainer allocates anything for (B, T).
 static float* load_initial_parameters(const TrainOptions* o, GPT2Config* c) {
@@ -59,6 +70,7 @@ static float* load_initial_parameters(const TrainOptions* o, GPT2Config* c) {
                           params[bad], bad, gpt2_tensor_name_at(c, (size_t)bad));
     }
     if (o->T > c->max_seq_len) die("flag -t %d exceeds the model's max_seq_len %d", o->T, c->max_seq_len);
+    check_activation_sizes(o, c);
     return params;
 }
 

@@ -129,8 +129,14 @@ BAD_VALUES = {
     "-beta1": ["1", "2", "-0.1"], "-beta2": ["1", "1.01"], "-eps": ["0", "-1", "-1e-8"], "-z": ["2", "-1"],
     "-sync_each_microstep": ["2"], "-grad_bf16": ["2"], "-pad": ["2"], "-shuffle": ["-1"], "-v": ["-1"],
     "-m": ["0", "-4"], "-s": ["-1"], "-g": ["0"], "-n": ["-1"], "-y": ["2", "-1"], "-overwrite": ["2"],
-    "-seed": ["2147483648", "x"],
+    "-seed": ["2147483648", "x", "-2147483649"],
 }
+MORE_BAD = {"-b": [" 4x", "0x4", "4.0"], "-t": ["1e1"], "-d": ["9223372036854775808", "32.5"], "-x": ["2147483648"],
+            "-l": ["1e-3x", "--1", "0x"], "-q": ["inf", "-inf"], "-eps": ["nan", "-inf"], "-u": ["2147483648"],
+            "-v": ["x"], "-s": ["1.0"], "-g": ["-5"], "-n": ["1e2"], "-z": ["1.0"], "-beta1": ["nan", "1.0000001"],
+            "-clip": ["-inf"], "-c": ["-1e-30"], "-m": ["2147483648"], "-y": ["yes"]}
+for flag, values in MORE_BAD.items():
+    BAD_VALUES[flag] = BAD_VALUES.get(flag, []) + values
 FLAG_CASES = [(f"{flag} {value!r}", BASE + [flag, value], f"flag {flag} expects")
               for flag, values in BAD_VALUES.items() for value in values]
 FLAG_CASES += [
@@ -170,6 +176,7 @@ for name, cfg in [("L*4*C*C", (64, 50257, 1 << 30, 1, 1 << 20, 50304)), ("Vp*C",
                   ("wrapping to 0 mod 2^64", (1, 1, 1 << 24, 1, 1 << 20, 1))]:
     p = raw(f"overflow_{len(counts)}.bin", header(formats.MODEL_MAGIC, 3, *cfg) + b"\0" * 4096)
     expect_error("overflow", f"checkpoint header: {name}", BASE + ["-e", p], p)
+expect_error("overflow", "-b 1000000 -t 64: activations past this machine's memory", BASE + ["-b", "1000000", "-t", "64"], "-b 1000000")
 p = raw("shard_count_huge.bin", header(formats.DATA_MAGIC, 1, 2**31 - 1) + b"\0" * 64)
 expect_error("overflow", "shard header: 2^31-1 tokens in a small file", BASE + ["-i", p], p)
 
@@ -206,6 +213,8 @@ for name, p, needle in SHARDS:
         checks.check("step " not in so, "shards: a bad token id at the end is found before step 1", tail(so, 1))
 for name, p, needle in SHARDS[:4] + SHARDS[9:12]:
     expect_error("shards", f"-j {name}", BASE + ["-j", p, "-v", "1"], needle)
+for name, p, needle in SHARDS[:5] + SHARDS[9:13]:
+    expect_error("shards", f"-pad 1 -i {name}", BASE + ["-i", p, "-pad", "1"], needle)
 expect_error("shards", "-pad 1 on a shard without end-of-text tokens", BASE + ["-i", shard("s_noeot.bin", [t for t in tokens[:400] if t != formats.EOT_TOKEN]), "-pad", "1"],
              "s_noeot.bin")
 
@@ -409,8 +418,19 @@ if HAS_MPI:
         ("-l 1e30: a NaN window", BASE + ["-l", "1e30", "-x", "6"], BASE + ["-l", "1e30", "-x", "6"], "non-finite"),
         ("a NaN checkpoint on one rank", BASE + ["-e", init], BASE + ["-e", path("c_nan.bin")], "c_nan.bin"),
     ]
+    cases += [(f"rank 1's -i: {name}", BASE, BASE + ["-i", p], needle) for name, p, needle in SHARDS[:3] + SHARDS[10:12]]
+    cases += [(f"rank 1's -e: {name}", BASE, BASE + ["-e", p], needle) for name, p, needle in CKPTS[:3] + CKPTS[9:10]]
+    cases += [(f"rank 1's flag {flag} {value}", BASE, BASE + [flag, value], flag)
+              for flag, value in [("-eps", "0"), ("-beta1", "1"), ("-q", "-5"), ("-clip", "-1"), ("-x", "-2"), ("-y", "2")]]
     for name, a0, a1, needle in cases:
         expect_error("mpi", name, None, needle, mpi_cmd=mpirun2(a0, a1), timeout=90)
+    out = path("mpi_nan")
+    so, se = expect_error("mpi", "-l 1e30 with checkpoints every step", None, "non-finite", timeout=90,
+                          mpi_cmd=["mpirun", "--oversubscribe", "-np", "2", "./train_gpt2"] + BASE + ["-l", "1e30", "-x", "6", "-n", "1", "-o", out])
+    counts["mpi"] += 1
+    checks.check(all_checkpoints_finite(out) and len([l for l in se.splitlines() if "error:" in l]) == 1,
+                 "mpi: a NaN window under P=2: one line for the job, every checkpoint finite",
+                 f"{len(glob.glob(os.path.join(out, 'model_*.bin')))} checkpoint(s)")
     d = copy_of_a("mpi_stale")
     expect_error("mpi", "a fresh P=2 run into another run's directory", None, "-o", out_dir=d,
                  mpi_cmd=["mpirun", "--oversubscribe", "-np", "2", "./train_gpt2"] + RUN + ["-x", "2", "-n", "2", "-o", d], timeout=90)
