@@ -101,27 +101,44 @@ static int is_checkpoint_file(const char* name) {
     return strncmp(name, "model_", 6) == 0 || strncmp(name, "state_", 6) == 0 || strncmp(name, "DONE_", 5) == 0;
 }
 
-// Rank 0, fresh run (-y 0): another run's checkpoints in -o would be resumed by a later -y 1 in
-// place of this run's (its steps may be newer). Refuse, or with -overwrite 1 delete them.
-// Returns NULL or a one-line reason in buf.
+// The largest s with a DONE_<s> in dir, or -1.
+static int latest_checkpoint_step(const char* dir) {
+    DIR* d = opendir(dir);
+    if (d == NULL) return -1;
+    int best = -1;
+    struct dirent* e;
+    while ((e = readdir(d)) != NULL) {
+        int s;
+        char tail;
+        if (sscanf(e->d_name, "DONE_%8d%c", &s, &tail) == 1 && s > best) best = s;
+    }
+    closedir(d);
+    return best;
+}
+
+// Rank 0, fresh run (-y 0): another run's complete checkpoint (a DONE_<s>) in -o would be resumed by
+// a later -y 1 in place of this run's (its step may be newer). Refuse, or with -overwrite 1 delete
+// every checkpoint file there. Files of an incomplete step (no DONE) are never resumed: a run killed
+// during its first checkpoint can simply be started again. Returns NULL or a one-line reason in buf.
 static const char* claim_output_dir(const TrainOptions* o, char* buf, size_t n) {
+    int done_step = latest_checkpoint_step(o->out_dir);
+    if (done_step >= 0 && !o->overwrite) {
+        snprintf(buf, n, "flag -o: '%s' holds another run's checkpoint (DONE_%08d): resume it with -y 1, or delete its "
+                 "checkpoint files with -overwrite 1", o->out_dir, done_step);
+        return buf;
+    }
+    if (!o->overwrite) return NULL;
     DIR* d = opendir(o->out_dir);
     if (d == NULL) return NULL;  // created below
     const char* reason = NULL;
     struct dirent* e;
     char path[1200];
-    while ((e = readdir(d)) != NULL && reason == NULL) {
+    while (reason == NULL && (e = readdir(d)) != NULL) {
         if (!is_checkpoint_file(e->d_name)) continue;
-        if (!o->overwrite) {
-            snprintf(buf, n, "flag -o: '%s' holds another run's checkpoint files ('%s'): resume it with -y 1, or delete "
-                     "them with -overwrite 1", o->out_dir, e->d_name);
+        snprintf(path, sizeof(path), "%s/%s", o->out_dir, e->d_name);
+        if (unlink(path) != 0) {
+            snprintf(buf, n, "flag -overwrite 1: cannot delete '%s': %s", path, strerror(errno));
             reason = buf;
-        } else {
-            snprintf(path, sizeof(path), "%s/%s", o->out_dir, e->d_name);
-            if (unlink(path) != 0) {
-                snprintf(buf, n, "flag -overwrite 1: cannot delete '%s': %s", path, strerror(errno));
-                reason = buf;
-            }
         }
     }
     closedir(d);
@@ -175,21 +192,6 @@ static void save_checkpoint(const TrainOptions* o, Trainable* tr, Comm* c, int s
         atomic_commit(&af);
         printf("checkpoint: wrote step %d to %s\n", step, o->out_dir);
     }
-}
-
-// The largest s with a DONE_<s> in dir, or -1.
-static int latest_checkpoint_step(const char* dir) {
-    DIR* d = opendir(dir);
-    if (d == NULL) return -1;
-    int best = -1;
-    struct dirent* e;
-    while ((e = readdir(d)) != NULL) {
-        int s;
-        char tail;
-        if (sscanf(e->d_name, "DONE_%8d%c", &s, &tail) == 1 && s > best) best = s;
-    }
-    closedir(d);
-    return best;
 }
 
 // Reads and checks this rank's state file of `step`; returns its optimizer bytes, or NULL with a

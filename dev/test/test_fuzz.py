@@ -337,6 +337,14 @@ expect_training("resume", "then resuming takes this run's step 3", RUN + ["-x", 
                 lambda so, se: ("resumed from step 3" in so, [l for l in so.splitlines() if "resumed" in l]))
 
 
+d = copy_of_a("incomplete_only")
+for n in os.listdir(d):
+    if n.startswith("DONE_"):
+        os.remove(os.path.join(d, n))
+expect_training("resume", "a fresh run into a directory holding only incomplete steps (no DONE)", RUN + ["-x", "2", "-n", "2", "-o", d], 2,
+                lambda so, se: (os.path.exists(os.path.join(d, "DONE_00000002")), f"{sorted(os.listdir(d))[:3]}..."))
+
+
 def damaged(name, edit, needle):
     d = copy_of_a(name)
     edit(d)
