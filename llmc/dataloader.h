@@ -95,6 +95,8 @@ static int shard_validate(Shard* s, int vocab_size, char* err, size_t errlen) {
     return rc;
 }
 
+// Every rank validates every shard it opens (shard_validate): ranks on different nodes may see
+// different copies of the data, and each must know its own is sound before step 1.
 static int shard_open(Shard* s, const char* path, int T, int padded, int vocab_size, char* err, size_t errlen) {
     memset(s, 0, sizeof(*s));
     if (strlen(path) >= sizeof(s->path))

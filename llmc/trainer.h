@@ -222,10 +222,14 @@ static void* read_train_state(const char* path, int step, const TrainOptions* o,
         snprintf(reason, n, "'%s' is %ld bytes, expected %zu (truncated, or trailing bytes)", path, size, sizeof(*h) + (size_t)h->opt_bytes);
     } else {
         opt = mallocCheck(h->opt_bytes);
+        long bad = -1;
         if (fread(opt, 1, h->opt_bytes, f) != h->opt_bytes) {
             snprintf(reason, n, "cannot read '%s': %s", path, strerror(errno));
         } else if (fnv1a(FNV1A_SEED, opt, h->opt_bytes) != h->opt_checksum) {
             snprintf(reason, n, "'%s' fails its checksum: the optimizer state is damaged", path);
+        } else if ((bad = first_nonfinite((const float*)opt, h->opt_bytes / sizeof(float))) >= 0) {
+            // Both trainers' optimizer state is fp32 (m, v and, on the GPU, master weights).
+            snprintf(reason, n, "'%s' holds %g at optimizer value %ld: expected finite numbers", path, ((const float*)opt)[bad], bad);
         }
         if (reason[0]) { free(opt); opt = NULL; }
     }
@@ -500,8 +504,8 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
                has_val ? "" : ", no validation");
         if (o->pad && train.rows_truncated)
             printf("data: %zu example(s) are longer than T=%d and will be truncated\n", train.rows_truncated, o->T);
-        printf("window: P=%d ranks x K=%d micro-steps x B=%d rows x T=%d = %ld tokens per step%s; %s optimizer%s\n",
-               c->world, kschedule_at(&ks, 0), o->B, o->T, (long)c->world * kschedule_at(&ks, 0) * o->B * o->T,
+        printf("window: P=%d ranks x K=%d micro-steps x B=%d rows x T=%d = %.0f tokens per step%s; %s optimizer%s\n",
+               c->world, kschedule_at(&ks, 0), o->B, o->T, (double)c->world * kschedule_at(&ks, 0) * o->B * o->T,
                ks.count > 1 ? " (K scheduled)" : "", o->zero_stage ? "sharded (ZeRO-1)" : "replicated (-z 0)",
                o->sync_each_microstep ? ", reduce-scatter each micro-step" : "");
         printf("steps: %d, lr %g warmup %d final fraction %g, weight decay %g, clip %g, comm back end %s\n",
