@@ -127,9 +127,7 @@ static void* calloc_check(size_t count, size_t size, const char* file, int line)
 #define callocCheck(count, size) calloc_check(count, size, __FILE__, __LINE__)
 
 // a * b into *out; returns 0 (leaving *out unspecified) if the product does not fit in size_t.
-// Every size derived from a flag or a file header goes through here before anything is allocated.
 static int size_mul_ok(size_t a, size_t b, size_t* out) { return !__builtin_mul_overflow(a, b, out); }
-static int size_add_ok(size_t a, size_t b, size_t* out) { return !__builtin_add_overflow(a, b, out); }
 
 // Size of an open file in bytes (used to catch truncated files before reading them).
 static long file_size_of(FILE* f, const char* path) {
@@ -175,7 +173,7 @@ static void atomic_write(AtomicFile* af, const void* ptr, size_t size, size_t co
 
 static void atomic_commit(AtomicFile* af) {
     if (fflush(af->f) != 0) atomic_fail(af, "flush");
-    if (fsync(fileno(af->f)) != 0 && errno != EINVAL) atomic_fail(af, "fsync");  // EINVAL: a device that cannot sync
+    if (fsync(fileno(af->f)) != 0) atomic_fail(af, "fsync");
     FILE* f = af->f;
     af->f = NULL;
     if (fclose(f) != 0) atomic_fail(af, "close");
