@@ -539,7 +539,7 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
         if (master && !o->resume && claim_output_dir(o, reason, sizeof(reason)) == NULL &&
             mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
             snprintf(reason, sizeof(reason), "flag -o: cannot create directory '%s': %s", o->out_dir, strerror(errno));
-        else if (master && (stat(o->out_dir, &st) != 0 || !S_ISDIR(st.st_mode)))
+        else if (master && stat(o->out_dir, &st) == 0 && !S_ISDIR(st.st_mode))  // missing with -y 1: resume says so
             snprintf(reason, sizeof(reason), "flag -o: '%s' is not a directory", o->out_dir);
         comm_agree_or_die(c, "preparing the output directory (-o)", reason[0] ? reason : NULL);
     }
