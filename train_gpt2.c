@@ -954,10 +954,10 @@ int main(int argc, char** argv) {
     Comm comm;
     comm_init(&comm, &argc, &argv);
     TrainOptions opt;
-    parse_args(&opt, argc, argv);
+    parse_args_on_every_rank(&opt, argc, argv, &comm);
     if (opt.grad_bf16) die("flag -grad_bf16 is for train_gpt2cu: the CPU trainer keeps fp32 gradients");
     GPT2Config config;
-    float* init = load_initial_parameters(&opt, &config);
+    float* init = load_initial_parameters(&opt, &config, &comm);
     GPT2 model;
     gpt2_build(&model, &config, init, opt.B, opt.T, comm.world, opt.zero_stage, opt.sync_each_microstep);
     free(init);

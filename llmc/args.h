@@ -174,12 +174,10 @@ static int arg_store(const ArgSpec* spec, const char* text, TrainOptions* o) {
     return 0;
 }
 
-static void require_path_length(const char* flag, const char* path) {
-    if (strlen(path) > MAX_PATH_CHARS) die("flag %s: path of %zu characters, expected at most %d", flag, strlen(path), MAX_PATH_CHARS);
-}
-
-// Defaults, then argv; then the checks that involve several flags. -h prints the usage and exits 0.
-static void parse_args(TrainOptions* o, int argc, char** argv) {
+// Defaults, then argv; then the checks that involve several flags. Returns 0, or -1 with one line in
+// err naming the flag (the caller lets every rank agree before aborting: trainer.h's
+// parse_args_on_every_rank). -h prints the usage and exits 0.
+static int parse_args(TrainOptions* o, int argc, char** argv, char* err, size_t n) {
     memset(o, 0, sizeof(*o));
     for (int i = 0; i < NUM_TRAIN_ARGS; i++)
         if (!arg_store(&TRAIN_ARGS[i], TRAIN_ARGS[i].fallback, o)) die("internal: bad default for %s", TRAIN_ARGS[i].flag);
@@ -188,23 +186,28 @@ static void parse_args(TrainOptions* o, int argc, char** argv) {
         const ArgSpec* spec = NULL;
         for (int j = 0; j < NUM_TRAIN_ARGS; j++)
             if (strcmp(argv[i], TRAIN_ARGS[j].flag) == 0) spec = &TRAIN_ARGS[j];
-        if (spec == NULL) die("unknown flag '%s' (run with -h for the list)", argv[i]);
+        if (spec == NULL) return fail_with(err, n, "unknown flag '%s' (run with -h for the list)", argv[i]);
         char expected[80] = "a string";
         if (spec->kind != ARG_STRING) arg_range_text(spec, expected, sizeof(expected));
-        if (i + 1 >= argc) die("flag %s expects %s after it", argv[i], expected);
-        if (!arg_store(spec, argv[i + 1], o)) die("flag %s expects %s, got '%s'", argv[i], expected, argv[i + 1]);
+        if (i + 1 >= argc) return fail_with(err, n, "flag %s expects %s after it", argv[i], expected);
+        if (!arg_store(spec, argv[i + 1], o)) return fail_with(err, n, "flag %s expects %s, got '%s'", argv[i], expected, argv[i + 1]);
         i++;
     }
     // The trainers index B*T positions with int.
-    if ((long)o->B * o->T > INT_MAX) die("flags -b %d -t %d: B*T = %ld, expected at most %d", o->B, o->T, (long)o->B * o->T, INT_MAX);
-    require_path_length("-o", o->out_dir);
-    require_path_length("-dump_grads", o->dump_grads);
+    if ((long)o->B * o->T > INT_MAX)
+        return fail_with(err, n, "flags -b %d -t %d: B*T = %ld, expected at most %d", o->B, o->T, (long)o->B * o->T, INT_MAX);
+    // File names are appended to these within fixed buffers: refuse, never truncate.
+    if (strlen(o->out_dir) > MAX_PATH_CHARS)
+        return fail_with(err, n, "flag -o: path of %zu characters, expected at most %d", strlen(o->out_dir), MAX_PATH_CHARS);
+    if (strlen(o->dump_grads) > MAX_PATH_CHARS)
+        return fail_with(err, n, "flag -dump_grads: path of %zu characters, expected at most %d", strlen(o->dump_grads), MAX_PATH_CHARS);
     int ways = (o->total_batch != -1) + (o->K != -1) + (o->k_schedule[0] != '\0');
-    if (ways > 1) die("flags -d, -k and -k_schedule each set K: give at most one");
-    if (o->sync_each_microstep && o->zero_stage == 0) die("flag -sync_each_microstep 1 needs the sharded optimizer (-z 1)");
-    if (o->ckpt_every > 0 && o->out_dir[0] == '\0') die("flag -n needs an output directory (-o)");
-    if (o->resume && o->out_dir[0] == '\0') die("flag -y 1 needs the output directory (-o) to resume from");
-    if (o->resume && o->overwrite) die("flags -y 1 and -overwrite 1 contradict each other: resume or start afresh");
+    if (ways > 1) return fail_with(err, n, "flags -d, -k and -k_schedule each set K: give at most one");
+    if (o->sync_each_microstep && o->zero_stage == 0) return fail_with(err, n, "flag -sync_each_microstep 1 needs the sharded optimizer (-z 1)");
+    if (o->ckpt_every > 0 && o->out_dir[0] == '\0') return fail_with(err, n, "flag -n needs an output directory (-o)");
+    if (o->resume && o->out_dir[0] == '\0') return fail_with(err, n, "flag -y 1 needs the output directory (-o) to resume from");
+    if (o->resume && o->overwrite) return fail_with(err, n, "flags -y 1 and -overwrite 1 contradict each other: resume or start afresh");
+    return 0;
 }
 
 #endif // LLMC_ARGS_H

@@ -104,15 +104,18 @@ static void comm_barrier(Comm* c) {
 // Every rank learns whether all ranks succeeded at something local (opening data, say); if any
 // failed, each failing rank prints its one line and the job aborts, instead of some ranks hanging
 // in the next collective. `reason` is this rank's own message (NULL when it succeeded); `what` names
-// the phase for the reader of the call site. For a failure every rank sees alike (an all-reduced
-// NaN), pass the reason on rank 0 only: one line for the job.
+// the phase for the reader of the call site.
 static void comm_agree_or_die(Comm* c, const char* what, const char* reason) {
     double failures = reason != NULL ? 1.0 : 0.0;
     comm_scalars(c, &failures, 1);
     if (failures == 0.0) return;
-    // Only a rank that knows why says why: one line per failing rank, and none from the others.
+    // Only a rank that knows why says why, and a rank whose reason is rank 0's word for word leaves it
+    // to rank 0: P ranks failing alike (the same bad flag) print one line, not P.
     (void)what;
-    if (reason != NULL) print_error("%s", reason);
+    char root_reason[1024] = "";
+    if (c->rank == 0 && reason != NULL) snprintf(root_reason, sizeof(root_reason), "%s", reason);
+    comm_broadcast(c, root_reason, sizeof(root_reason), 0);
+    if (reason != NULL && (c->rank == 0 || strncmp(reason, root_reason, sizeof(root_reason) - 1) != 0)) print_error("%s", reason);
     // Every rank is here: let all messages out before the abort takes the job down.
     fflush(stderr);
     c->backend->barrier(c);

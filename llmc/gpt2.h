@@ -131,15 +131,18 @@ static float bf16_bits_to_float(uint16_t b) {
     return f;
 }
 
-// Reads and validates the header; leaves f positioned at the parameters. Returns the version.
-static int gpt2_read_checkpoint_header(FILE* f, const char* path, GPT2Config* c) {
+// Reads and validates the header; leaves f positioned at the parameters. Returns the version, or -1
+// with a one-line reason in err.
+static int gpt2_read_checkpoint_header(FILE* f, const char* path, GPT2Config* c, char* err, size_t n) {
     int header[HEADER_INTS];
-    if (file_size_of(f, path) < (long)sizeof(header)) die("checkpoint '%s' is truncated: shorter than its 1024-byte header", path);
-    freadCheck(header, sizeof(int), HEADER_INTS, f, path);
-    if (header[0] != MODEL_MAGIC) die("checkpoint '%s' has magic %d, expected %d (a model file)", path, header[0], MODEL_MAGIC);
+    long actual = file_size_of(f, path);
+    if (actual < (long)sizeof(header)) return fail_with(err, n, "checkpoint '%s' is truncated: shorter than its 1024-byte header", path);
+    if (fread(header, sizeof(int), HEADER_INTS, f) != HEADER_INTS) return fail_with(err, n, "cannot read the header of '%s'", path);
+    if (header[0] != MODEL_MAGIC) return fail_with(err, n, "checkpoint '%s' has magic %d, expected %d (a model file)", path, header[0], MODEL_MAGIC);
     int version = header[1];
     if (version != MODEL_VERSION_FP32 && version != MODEL_VERSION_BF16)
-        die("checkpoint '%s' has version %d, expected %d (fp32) or %d (bf16)", path, version, MODEL_VERSION_FP32, MODEL_VERSION_BF16);
+        return fail_with(err, n, "checkpoint '%s' has version %d, expected %d (fp32) or %d (bf16)", path, version,
+                         MODEL_VERSION_FP32, MODEL_VERSION_BF16);
     c->max_seq_len = header[2];
     c->vocab_size = header[3];
     c->num_layers = header[4];
@@ -148,15 +151,15 @@ static int gpt2_read_checkpoint_header(FILE* f, const char* path, GPT2Config* c)
     c->padded_vocab_size = header[7];
     if (c->max_seq_len <= 0 || c->vocab_size <= 0 || c->num_layers <= 0 || c->num_heads <= 0 || c->channels <= 0 ||
         c->padded_vocab_size < c->vocab_size || c->channels % c->num_heads != 0)
-        die("checkpoint '%s' has an invalid config (maxT=%d V=%d L=%d NH=%d C=%d Vp=%d)", path, c->max_seq_len,
-            c->vocab_size, c->num_layers, c->num_heads, c->channels, c->padded_vocab_size);
+        return fail_with(err, n, "checkpoint '%s' has an invalid config (maxT=%d V=%d L=%d NH=%d C=%d Vp=%d)", path, c->max_seq_len,
+                         c->vocab_size, c->num_layers, c->num_heads, c->channels, c->padded_vocab_size);
     if (!gpt2_sizes_fit(c))
-        die("checkpoint '%s' has a config whose sizes overflow (maxT=%d V=%d L=%d NH=%d C=%d Vp=%d): a corrupt header",
-            path, c->max_seq_len, c->vocab_size, c->num_layers, c->num_heads, c->channels, c->padded_vocab_size);
+        return fail_with(err, n, "checkpoint '%s' has a config whose sizes overflow (maxT=%d V=%d L=%d NH=%d C=%d Vp=%d): a corrupt header",
+                         path, c->max_seq_len, c->vocab_size, c->num_layers, c->num_heads, c->channels, c->padded_vocab_size);
     size_t elem = version == MODEL_VERSION_FP32 ? 4 : 2;
     long expected = (long)sizeof(header) + (long)(gpt2_num_parameters(c) * elem);
-    long actual = file_size_of(f, path);
-    if (actual != expected) die("checkpoint '%s' is %ld bytes, expected %ld for its config (truncated or corrupt)", path, actual, expected);
+    if (actual != expected)
+        return fail_with(err, n, "checkpoint '%s' is %ld bytes, expected %ld for its config (truncated or corrupt)", path, actual, expected);
     return version;
 }
 
@@ -206,9 +209,12 @@ static const char* gpt2_tensor_name_at(const GPT2Config* c, size_t i) {
 }
 
 // Loads a checkpoint's parameters as fp32 into a freshly allocated buffer (bf16 files are widened).
-static float* gpt2_load_checkpoint(const char* path, GPT2Config* c) {
-    FILE* f = fopenCheck(path, "rb");
-    int version = gpt2_read_checkpoint_header(f, path, c);
+// Returns NULL with a one-line reason in err if the file is missing, not a checkpoint, or corrupt.
+static float* gpt2_try_load_checkpoint(const char* path, GPT2Config* c, char* err, size_t err_len) {
+    FILE* f = fopen(path, "rb");
+    if (f == NULL) { fail_with(err, err_len, "cannot open checkpoint '%s': %s", path, strerror(errno)); return NULL; }
+    int version = gpt2_read_checkpoint_header(f, path, c, err, err_len);
+    if (version < 0) { fclose(f); return NULL; }
     size_t n = gpt2_num_parameters(c);
     float* params = (float*)mallocCheck(n * sizeof(float));
     if (version == MODEL_VERSION_FP32) {
@@ -220,6 +226,14 @@ static float* gpt2_load_checkpoint(const char* path, GPT2Config* c) {
         free(tmp);
     }
     fcloseCheck(f, path);
+    return params;
+}
+
+// The same, ending the program with the reason (the test programs, one process).
+static float* gpt2_load_checkpoint(const char* path, GPT2Config* c) {
+    char err[1400];
+    float* params = gpt2_try_load_checkpoint(path, c, err, sizeof(err));
+    if (params == NULL) die("%s", err);
     return params;
 }
 

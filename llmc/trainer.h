@@ -18,6 +18,16 @@
 #include "window.h"
 
 // ----------------------------------------------------------------------------
+// Flags: every rank reads its own command line, and a bad one stops the job with one line (ranks that
+// fail alike leave it to rank 0), before anything is loaded.
+
+static void parse_args_on_every_rank(TrainOptions* o, int argc, char** argv, Comm* c) {
+    char err[512] = "";
+    int rc = parse_args(o, argc, argv, err, sizeof(err));
+    comm_agree_or_die(c, "reading the flags", rc == 0 ? NULL : err);
+}
+
+// ----------------------------------------------------------------------------
 // Initial parameters: a checkpoint file, or a preset initialized from the seed.
 
 // GPT-2 initialization: N(0, 0.02) for matrices and embeddings, residual projections scaled by
@@ -43,34 +53,52 @@ static void gpt2_init_random(const GPT2Config* c, float* params, uint64_t seed) 
 
 // The largest activation tensors grow as B*T*Vp (logits, probabilities), B*NH*T*T*L (attention) and
 // B*T*C*L (the layers). Their sizes are computed in double, where they cannot wrap, and refused past
-// 2^62 bytes: so the trainers' size_t arithmetic over them cannot overflow.
-static void check_activation_sizes(const TrainOptions* o, const GPT2Config* c) {
+// 2^62 bytes: so the trainers' size_t arithmetic over them cannot overflow. Returns 0 or -1 with err.
+static int check_activation_sizes(const TrainOptions* o, const GPT2Config* c, char* err, size_t n) {
     double BT = (double)o->B * o->T;
     double floats = BT * c->padded_vocab_size * 2.0 + BT * c->num_heads * (double)o->T * c->num_layers * 2.0
                   + BT * c->channels * c->num_layers * 32.0;
     if (floats * 4.0 > 4.6e18)
-        die("flags -b %d -t %d: the activations of this model would need about %.3g bytes, past 2^62", o->B, o->T, floats * 4.0);
+        return fail_with(err, n, "flags -b %d -t %d: the activations of this model would need about %.3g bytes, past 2^62",
+                         o->B, o->T, floats * 4.0);
+    return 0;
+}
+
+// Reads the -e checkpoint file; NULL with a reason if it is not one, is corrupt, or holds NaN or Inf.
+static float* load_checkpoint_file(const char* path, GPT2Config* c, char* err, size_t n) {
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+        fail_with(err, n, "flag -e: '%s' is neither a preset (tiny small d12 d24 d36 d48) nor a readable checkpoint file", path);
+        return NULL;
+    }
+    float* params = gpt2_try_load_checkpoint(path, c, err, n);
+    long bad = params ? first_nonfinite(params, gpt2_num_parameters(c)) : -1;
+    if (bad >= 0) {
+        fail_with(err, n, "checkpoint '%s' (-e) holds %g at parameter %ld (in %s): expected finite numbers", path,
+                  params[bad], bad, gpt2_tensor_name_at(c, (size_t)bad));
+        free(params);
+        return NULL;
+    }
+    return params;
 }
 
 // Returns host fp32 parameters (num_params) and fills the config. Checks -t against the model's
-// max_seq_len here, before the trainer allocates anything for (B, T).
-static float* load_initial_parameters(const TrainOptions* o, GPT2Config* c) {
-    float* params;
+// max_seq_len and the activation sizes here, before the trainer allocates anything for (B, T).
+// Every rank loads its own -e; all agree before anyone aborts (one line when all fail alike).
+static float* load_initial_parameters(const TrainOptions* o, GPT2Config* c, Comm* comm) {
+    char err[1400] = "";
+    float* params = NULL;
     if (gpt2_config_from_name(o->init, c)) {
         params = (float*)mallocCheck(gpt2_num_parameters(c) * sizeof(float));
         gpt2_init_random(c, params, (uint64_t)o->seed);
     } else {
-        struct stat st;
-        FILE* probe = stat(o->init, &st) == 0 && S_ISREG(st.st_mode) ? fopen(o->init, "rb") : NULL;
-        if (probe == NULL) die("flag -e: '%s' is neither a preset (tiny small d12 d24 d36 d48) nor a readable checkpoint file", o->init);
-        fclose(probe);
-        params = gpt2_load_checkpoint(o->init, c);
-        long bad = first_nonfinite(params, gpt2_num_parameters(c));
-        if (bad >= 0) die("checkpoint '%s' (-e) holds %g at parameter %ld (in %s): expected finite numbers", o->init,
-                          params[bad], bad, gpt2_tensor_name_at(c, (size_t)bad));
+        params = load_checkpoint_file(o->init, c, err, sizeof(err));
     }
-    if (o->T > c->max_seq_len) die("flag -t %d exceeds the model's max_seq_len %d", o->T, c->max_seq_len);
-    check_activation_sizes(o, c);
+    if (params != NULL && o->T > c->max_seq_len)
+        fail_with(err, sizeof(err), "flag -t %d exceeds the model's max_seq_len %d", o->T, c->max_seq_len);
+    else if (params != NULL)
+        check_activation_sizes(o, c, err, sizeof(err));
+    comm_agree_or_die(comm, "loading the initial model (-e)", err[0] ? err : NULL);
     return params;
 }
 
@@ -241,7 +269,8 @@ static void* read_train_state(const char* path, int step, const TrainOptions* o,
 static float* read_checkpoint_model(const char* path, int step, Trainable* tr, uint64_t config_hash,
                                     uint64_t model_checksum, char* reason, size_t n) {
     GPT2Config saved;
-    float* params = gpt2_load_checkpoint(path, &saved);
+    float* params = gpt2_try_load_checkpoint(path, &saved, reason, n);
+    if (params == NULL) return NULL;
     ModelStamp stamp = gpt2_read_stamp(path);
     if (memcmp(&saved, &tr->config, sizeof(saved)) != 0) {
         snprintf(reason, n, "checkpoint '%s' holds another model config", path);

@@ -66,6 +66,16 @@ static void die(const char* fmt, ...) {
     abort_job();
 }
 
+// Writes a one-line reason into err (err_len bytes) and returns -1. Code that runs on every rank
+// reports failures this way, so that all ranks can agree before anyone aborts (comm_agree_or_die).
+static int fail_with(char* err, size_t err_len, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
 static void warn(const char* fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
