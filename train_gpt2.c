@@ -795,8 +795,12 @@ void gpt2_build(GPT2* model, const GPT2Config* c, const float* init_params, int 
     model->m_memory = (float*)callocCheck(model->opt_count, sizeof(float));
     model->v_memory = (float*)callocCheck(model->opt_count, sizeof(float));
     size_t num_acts = point_activations(&model->acts, NULL, c, B, T);
-    model->acts_memory = (float*)callocCheck(num_acts, sizeof(float));
-    model->grad_acts_memory = (float*)callocCheck(num_acts, sizeof(float));
+    model->acts_memory = (float*)calloc(num_acts, sizeof(float));
+    model->grad_acts_memory = (float*)calloc(num_acts, sizeof(float));
+    // The activations are the allocation that grows with the flags: say which flags when it fails.
+    if (model->acts_memory == NULL || model->grad_acts_memory == NULL)
+        die("flags -b %d -t %d: the activations and their gradients need 2 x %zu bytes, more than this machine "
+            "can allocate (give a smaller -b or -t)", B, T, num_acts * sizeof(float));
     point_activations(&model->acts, model->acts_memory, c, B, T);
     point_activations(&model->grad_acts, model->grad_acts_memory, c, B, T);
 }
@@ -957,10 +961,10 @@ int main(int argc, char** argv) {
     Comm comm;
     comm_init(&comm, &argc, &argv);
     TrainOptions opt;
-    parse_args(&opt, argc, argv);
+    parse_args_on_every_rank(&opt, argc, argv, &comm);
     if (opt.grad_bf16) die("flag -grad_bf16 is for train_gpt2cu: the CPU trainer keeps fp32 gradients");
     GPT2Config config;
-    float* init = load_initial_parameters(&opt, &config);
+    float* init = load_initial_parameters(&opt, &config, &comm);
     GPT2 model;
     gpt2_build(&model, &config, init, opt.B, opt.T, comm.world, opt.zero_stage, opt.sync_each_microstep);
     free(init);

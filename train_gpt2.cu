@@ -633,10 +633,9 @@ int main(int argc, char** argv) {
     Comm comm;
     comm_init(&comm, &argc, &argv);          // MPI when launched by mpirun, else one process; no CUDA yet
     TrainOptions opt;
-    parse_args(&opt, argc, argv);            // -h and bad flags end here, before any CUDA call
+    parse_args_on_every_rank(&opt, argc, argv, &comm);  // -h and bad flags end here, before any CUDA call
     GPT2Config config;
-    float* init = load_initial_parameters(&opt, &config);
-    if (opt.T > config.max_seq_len) die("flag -t %d exceeds the model's max_seq_len %d", opt.T, config.max_seq_len);
+    float* init = load_initial_parameters(&opt, &config, &comm);  // also checks -t against max_seq_len
     comm_init_nccl(&comm);                   // picks GPU local_rank, bootstraps NCCL through MPI (or alone)
     double peak = print_device(&comm);
     DType grad_type = opt.grad_bf16 ? DTYPE_BF16 : DTYPE_F32;

@@ -102,14 +102,20 @@ static void comm_barrier(Comm* c) {
 }
 
 // Every rank learns whether all ranks succeeded at something local (opening data, say); if any
-// failed, every rank prints one line and the job aborts, instead of some ranks hanging in the next
-// collective. `reason` is this rank's own message (NULL when it succeeded).
+// failed, each failing rank prints its one line and the job aborts, instead of some ranks hanging
+// in the next collective. `reason` is this rank's own message (NULL when it succeeded); `what` names
+// the phase for the reader of the call site.
 static void comm_agree_or_die(Comm* c, const char* what, const char* reason) {
     double failures = reason != NULL ? 1.0 : 0.0;
     comm_scalars(c, &failures, 1);
     if (failures == 0.0) return;
-    if (reason != NULL) print_error("%s", reason);  // the rank that knows why says why
-    else print_error("%s failed on %d of %d rank(s); stopping the job", what, (int)failures, c->world);
+    // Only a rank that knows why says why, and a rank whose reason is rank 0's word for word leaves it
+    // to rank 0: P ranks failing alike (the same bad flag) print one line, not P.
+    (void)what;
+    char root_reason[1024] = "";
+    if (c->rank == 0 && reason != NULL) snprintf(root_reason, sizeof(root_reason), "%s", reason);
+    comm_broadcast(c, root_reason, sizeof(root_reason), 0);
+    if (reason != NULL && (c->rank == 0 || strncmp(reason, root_reason, sizeof(root_reason) - 1) != 0)) print_error("%s", reason);
     // Every rank is here: let all messages out before the abort takes the job down.
     fflush(stderr);
     c->backend->barrier(c);
@@ -117,11 +123,19 @@ static void comm_agree_or_die(Comm* c, const char* what, const char* reason) {
     abort_job();
 }
 
-// A hash of what must be equal on every rank (model config, batch geometry, flags).
-static void comm_check_same_everywhere(Comm* c, uint64_t hash, const char* what) {
-    uint64_t root_hash = hash;
-    comm_broadcast(c, &root_hash, sizeof(root_hash), 0);
-    comm_agree_or_die(c, what, root_hash == hash ? NULL : "this rank's configuration differs from rank 0's");
+// n named values that must be equal on every rank (flags, model sizes, data sizes, hashes): each rank
+// compares its own with rank 0's, and a rank that differs names the first value it differs in.
+static void comm_agree_on_values(Comm* c, const char* what, const double* values, const char* const* names, int n) {
+    double* root = (double*)mallocCheck((size_t)n * sizeof(double));
+    memcpy(root, values, (size_t)n * sizeof(double));
+    comm_broadcast(c, root, (size_t)n * sizeof(double), 0);
+    char reason[512] = "";
+    for (int i = 0; i < n && reason[0] == '\0'; i++)
+        if (memcmp(&root[i], &values[i], sizeof(double)) != 0)  // bitwise: NaN equals NaN
+            snprintf(reason, sizeof(reason), "rank %d differs from rank 0 in %s: %.17g here, %.17g on rank 0",
+                     c->rank, names[i], values[i], root[i]);
+    free(root);
+    comm_agree_or_die(c, what, reason[0] ? reason : NULL);
 }
 
 static void comm_print_stats(const CommStats* s, const char* title) {

@@ -54,32 +54,64 @@ typedef struct {
 // ----------------------------------------------------------------------------
 // Opening: returns 0, or -1 with a one-line reason in err (so that ranks can agree before aborting).
 
-static int shard_fail(char* err, size_t errlen, const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
+// Reads the whole shard once, in chunks, when it is opened: every token id must be < vocab_size and
+// every mask byte 0 or 1. A bad value is found now, not when its row comes up hours into a run.
+// Leaves the file positioned anywhere (rows are read with explicit seeks).
+static int shard_validate(Shard* s, int vocab_size, char* err, size_t errlen) {
+    const size_t CHUNK = (size_t)1 << 20;  // tokens per read
+    uint16_t* tokens = (uint16_t*)mallocCheck(CHUNK * sizeof(uint16_t));
+    int rc = 0;
+    fseekCheck(s->file, HEADER_INTS * sizeof(int), SEEK_SET, s->path);
+    for (size_t done = 0; done < s->num_tokens && rc == 0; done += CHUNK) {
+        size_t n = s->num_tokens - done < CHUNK ? s->num_tokens - done : CHUNK;
+        if (fread(tokens, sizeof(uint16_t), n, s->file) != n) { rc = fail_with(err, errlen, "cannot read tokens of '%s'", s->path); break; }
+        for (size_t i = 0; i < n; i++)
+            if (tokens[i] >= vocab_size) {
+                rc = fail_with(err, errlen, "data shard '%s' has token id %d at position %zu, expected < vocab size %d",
+                                s->path, tokens[i], done + i, vocab_size);
+                break;
+            }
+    }
+    uint8_t* mask = (uint8_t*)tokens;  // the tokens are checked: reuse the buffer (2*CHUNK bytes) for the mask
+    for (size_t done = 0; s->version == DATA_VERSION_MASKED && done < s->num_tokens && rc == 0; done += CHUNK) {
+        size_t n = s->num_tokens - done < CHUNK ? s->num_tokens - done : CHUNK;
+        if (fread(mask, 1, n, s->file) != n) { rc = fail_with(err, errlen, "cannot read the mask of '%s'", s->path); break; }
+        for (size_t i = 0; i < n; i++)
+            if (mask[i] > 1) {
+                rc = fail_with(err, errlen, "data shard '%s' has mask byte %d at position %zu, expected 0 or 1",
+                                s->path, mask[i], done + i);
+                break;
+            }
+    }
+    free(tokens);
+    return rc;
 }
 
-static int shard_open(Shard* s, const char* path, int T, int padded, char* err, size_t errlen) {
+// Every rank validates every shard it opens (shard_validate): ranks on different nodes may see
+// different copies of the data, and each must know its own is sound before step 1.
+static int shard_open(Shard* s, const char* path, int T, int padded, int vocab_size, char* err, size_t errlen) {
     memset(s, 0, sizeof(*s));
+    if (strlen(path) >= sizeof(s->path))
+        return fail_with(err, errlen, "data shard path of %zu characters, expected at most %zu: '%.80s...'",
+                          strlen(path), sizeof(s->path) - 1, path);
     snprintf(s->path, sizeof(s->path), "%s", path);
     s->file = fopen(path, "rb");
-    if (s->file == NULL) return shard_fail(err, errlen, "cannot open data shard '%s': %s", path, strerror(errno));
+    if (s->file == NULL) return fail_with(err, errlen, "cannot open data shard '%s': %s", path, strerror(errno));
     int header[HEADER_INTS];
     long size = file_size_of(s->file, path);
-    if (size < (long)sizeof(header)) return shard_fail(err, errlen, "data shard '%s' is truncated: %ld bytes, less than its header", path, size);
-    if (fread(header, sizeof(int), HEADER_INTS, s->file) != HEADER_INTS) return shard_fail(err, errlen, "cannot read header of '%s'", path);
-    if (header[0] != DATA_MAGIC) return shard_fail(err, errlen, "data shard '%s' has magic %d, expected %d (a token shard)", path, header[0], DATA_MAGIC);
+    if (size < (long)sizeof(header)) return fail_with(err, errlen, "data shard '%s' is truncated: %ld bytes, less than its header", path, size);
+    if (fread(header, sizeof(int), HEADER_INTS, s->file) != HEADER_INTS) return fail_with(err, errlen, "cannot read header of '%s'", path);
+    if (header[0] != DATA_MAGIC) return fail_with(err, errlen, "data shard '%s' has magic %d, expected %d (a token shard)", path, header[0], DATA_MAGIC);
     s->version = header[1];
     if (s->version != DATA_VERSION_TOKENS && s->version != DATA_VERSION_MASKED)
-        return shard_fail(err, errlen, "data shard '%s' has version %d, expected 1 (tokens) or %d (tokens + mask)", path, s->version, DATA_VERSION_MASKED);
-    if (header[2] < 0) return shard_fail(err, errlen, "data shard '%s' has a negative token count %d", path, header[2]);
+        return fail_with(err, errlen, "data shard '%s' has version %d, expected 1 (tokens) or %d (tokens + mask)", path, s->version, DATA_VERSION_MASKED);
+    if (header[2] < 0) return fail_with(err, errlen, "data shard '%s' has a negative token count %d", path, header[2]);
     s->num_tokens = (size_t)header[2];
     size_t bytes_per_token = s->version == DATA_VERSION_MASKED ? 3 : 2;
     long expected = (long)sizeof(header) + (long)(s->num_tokens * bytes_per_token);
-    if (size != expected) return shard_fail(err, errlen, "data shard '%s' is %ld bytes, header implies %ld (truncated or corrupt)", path, size, expected);
+    if (size != expected) return fail_with(err, errlen, "data shard '%s' is %ld bytes, header implies %ld (truncated or corrupt)", path, size, expected);
+    if (shard_validate(s, vocab_size, err, errlen) != 0) return -1;
+    fseekCheck(s->file, HEADER_INTS * sizeof(int), SEEK_SET, path);
     if (!padded) {
         s->num_rows = s->num_tokens > 0 ? (s->num_tokens - 1) / (size_t)T : 0;
         return 0;
@@ -88,7 +120,7 @@ static int shard_open(Shard* s, const char* path, int T, int padded, char* err, 
     uint16_t* tokens = (uint16_t*)mallocCheck(s->num_tokens * sizeof(uint16_t));
     if (fread(tokens, sizeof(uint16_t), s->num_tokens, s->file) != s->num_tokens) {
         free(tokens);
-        return shard_fail(err, errlen, "cannot read tokens of '%s'", path);
+        return fail_with(err, errlen, "cannot read tokens of '%s'", path);
     }
     size_t count = 0;
     for (size_t i = 0; i < s->num_tokens; i++) count += tokens[i] == GPT2_EOT;
@@ -105,7 +137,7 @@ static int shard_open(Shard* s, const char* path, int T, int padded, char* err, 
     }
     free(tokens);
     s->num_rows = k;
-    if (k == 0) return shard_fail(err, errlen, "data shard '%s' has no examples for -pad 1 (no end-of-text token %d opens one)", path, GPT2_EOT);
+    if (k == 0) return fail_with(err, errlen, "data shard '%s' has no examples for -pad 1 (no end-of-text token %d opens one)", path, GPT2_EOT);
     return 0;
 }
 
@@ -123,7 +155,7 @@ static int dataloader_open(DataLoader* dl, const char* pattern, int B, int T, in
     dl->num_shards = (int)g.gl_pathc;  // glob sorts the names
     dl->shards = (Shard*)callocCheck(dl->num_shards, sizeof(Shard));
     for (int i = 0; i < dl->num_shards; i++) {
-        if (shard_open(&dl->shards[i], g.gl_pathv[i], T, padded, err, errlen) != 0) { globfree(&g); return -1; }
+        if (shard_open(&dl->shards[i], g.gl_pathv[i], T, padded, vocab_size, err, errlen) != 0) { globfree(&g); return -1; }
         dl->shards[i].first_row = dl->total_rows;
         dl->total_rows += dl->shards[i].num_rows;
         if (padded)
@@ -183,6 +215,7 @@ static void shard_read_span(DataLoader* dl, Shard* s, size_t offset, size_t coun
     } else {
         memset(dl->row_mask, 1, count);
     }
+    // Checked when the shard was opened; this only catches a file changed under a running job.
     for (size_t i = 0; i < count; i++)
         if (dl->row_tokens[i] >= dl->vocab_size)
             die("data shard '%s' has token id %d at position %zu, expected < vocab size %d",

@@ -25,7 +25,16 @@
 #define EVAL_MAX_ENDINGS 16        // endings per example this reader accepts (HellaSwag has 4)
 
 #define TRAIN_STATE_MAGIC 20241101 // this project's per-rank resume state
-#define TRAIN_STATE_VERSION 1
+#define TRAIN_STATE_VERSION 2      // 2: adds the step check, the run identity and checksums
+
+// A checkpoint this project writes stamps its run into model header slots llm.c never reads
+// (it reads slots 0..7): whether the stamp is there, the step, the run identity and a checksum
+// of the parameter bytes (64-bit values as two int32, low half first).
+#define MODEL_SLOT_STAMP 16
+#define MODEL_STAMP_MAGIC 20261130
+#define MODEL_SLOT_STEP 17
+#define MODEL_SLOT_RUN_ID 18       // and 19
+#define MODEL_SLOT_CHECKSUM 20     // and 21
 
 #define GPT2_EOT 50256             // <|endoftext|>: opens every document and example
 #define GPT2_VOCAB_SIZE 50257

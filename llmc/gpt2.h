@@ -3,6 +3,7 @@
 #ifndef LLMC_GPT2_H
 #define LLMC_GPT2_H
 
+#include <math.h>
 #include "utils.h"
 #include "format.h"
 
@@ -59,6 +60,17 @@ static void gpt2_tensor_sizes(const GPT2Config* c, size_t sizes[NUM_PARAMETER_TE
 #define GPT2_SIZE_(name, numel, decay, shape) sizes[i++] = (numel);
     GPT2_PARAMETER_TENSORS(GPT2_SIZE_)
 #undef GPT2_SIZE_
+}
+
+// 1 if every size of this config fits: the parameter bytes, computed in double (exact far beyond
+// what this bound needs), stay below 2^63, so the size_t sums above and file offsets cannot overflow.
+// A header whose sizes multiply past that is corrupt, whatever its file size says.
+static int gpt2_sizes_fit(const GPT2Config* c) {
+    double Vp = c->padded_vocab_size, C = c->channels, L = c->num_layers, maxT = c->max_seq_len, bytes = 0.0;
+#define GPT2_BYTES_(name, numel, decay, shape) bytes += 4.0 * (numel);
+    GPT2_PARAMETER_TENSORS(GPT2_BYTES_)
+#undef GPT2_BYTES_
+    return bytes < 9.0e18;
 }
 
 static size_t gpt2_num_parameters(const GPT2Config* c) {
@@ -119,15 +131,18 @@ static float bf16_bits_to_float(uint16_t b) {
     return f;
 }
 
-// Reads and validates the header; leaves f positioned at the parameters. Returns the version.
-static int gpt2_read_checkpoint_header(FILE* f, const char* path, GPT2Config* c) {
+// Reads and validates the header; leaves f positioned at the parameters. Returns the version, or -1
+// with a one-line reason in err.
+static int gpt2_read_checkpoint_header(FILE* f, const char* path, GPT2Config* c, char* err, size_t n) {
     int header[HEADER_INTS];
-    if (file_size_of(f, path) < (long)sizeof(header)) die("checkpoint '%s' is truncated: shorter than its 1024-byte header", path);
-    freadCheck(header, sizeof(int), HEADER_INTS, f, path);
-    if (header[0] != MODEL_MAGIC) die("checkpoint '%s' has magic %d, expected %d (a model file)", path, header[0], MODEL_MAGIC);
+    long actual = file_size_of(f, path);
+    if (actual < (long)sizeof(header)) return fail_with(err, n, "checkpoint '%s' is truncated: shorter than its 1024-byte header", path);
+    if (fread(header, sizeof(int), HEADER_INTS, f) != HEADER_INTS) return fail_with(err, n, "cannot read the header of '%s'", path);
+    if (header[0] != MODEL_MAGIC) return fail_with(err, n, "checkpoint '%s' has magic %d, expected %d (a model file)", path, header[0], MODEL_MAGIC);
     int version = header[1];
     if (version != MODEL_VERSION_FP32 && version != MODEL_VERSION_BF16)
-        die("checkpoint '%s' has version %d, expected %d (fp32) or %d (bf16)", path, version, MODEL_VERSION_FP32, MODEL_VERSION_BF16);
+        return fail_with(err, n, "checkpoint '%s' has version %d, expected %d (fp32) or %d (bf16)", path, version,
+                         MODEL_VERSION_FP32, MODEL_VERSION_BF16);
     c->max_seq_len = header[2];
     c->vocab_size = header[3];
     c->num_layers = header[4];
@@ -136,19 +151,70 @@ static int gpt2_read_checkpoint_header(FILE* f, const char* path, GPT2Config* c)
     c->padded_vocab_size = header[7];
     if (c->max_seq_len <= 0 || c->vocab_size <= 0 || c->num_layers <= 0 || c->num_heads <= 0 || c->channels <= 0 ||
         c->padded_vocab_size < c->vocab_size || c->channels % c->num_heads != 0)
-        die("checkpoint '%s' has an invalid config (maxT=%d V=%d L=%d NH=%d C=%d Vp=%d)", path, c->max_seq_len,
-            c->vocab_size, c->num_layers, c->num_heads, c->channels, c->padded_vocab_size);
+        return fail_with(err, n, "checkpoint '%s' has an invalid config (maxT=%d V=%d L=%d NH=%d C=%d Vp=%d)", path, c->max_seq_len,
+                         c->vocab_size, c->num_layers, c->num_heads, c->channels, c->padded_vocab_size);
+    if (!gpt2_sizes_fit(c))
+        return fail_with(err, n, "checkpoint '%s' has a config whose sizes overflow (maxT=%d V=%d L=%d NH=%d C=%d Vp=%d): a corrupt header",
+                         path, c->max_seq_len, c->vocab_size, c->num_layers, c->num_heads, c->channels, c->padded_vocab_size);
     size_t elem = version == MODEL_VERSION_FP32 ? 4 : 2;
     long expected = (long)sizeof(header) + (long)(gpt2_num_parameters(c) * elem);
-    long actual = file_size_of(f, path);
-    if (actual != expected) die("checkpoint '%s' is %ld bytes, expected %ld for its config (truncated or corrupt)", path, actual, expected);
+    if (actual != expected)
+        return fail_with(err, n, "checkpoint '%s' is %ld bytes, expected %ld for its config (truncated or corrupt)", path, actual, expected);
     return version;
 }
 
-// Loads a checkpoint's parameters as fp32 into a freshly allocated buffer (bf16 files are widened).
-static float* gpt2_load_checkpoint(const char* path, GPT2Config* c) {
+// What a checkpoint of a training run knows about itself (doc/formats.md, model slots 16..21).
+typedef struct {
+    int present;           // 0: a plain llm.c file (an initial model), no stamp
+    int step;
+    uint64_t run_id;       // the resume identity of the run that wrote it
+    uint64_t checksum;     // FNV-1a of the parameter bytes as written
+} ModelStamp;
+
+static void put_u64(int* slots, uint64_t v) { slots[0] = (int)(uint32_t)v; slots[1] = (int)(uint32_t)(v >> 32); }
+static uint64_t get_u64(const int* slots) { return (uint64_t)(uint32_t)slots[0] | ((uint64_t)(uint32_t)slots[1] << 32); }
+
+// The stamp in a model file's header (present = 0 if it has none).
+static ModelStamp gpt2_read_stamp(const char* path) {
+    int header[HEADER_INTS];
     FILE* f = fopenCheck(path, "rb");
-    int version = gpt2_read_checkpoint_header(f, path, c);
+    freadCheck(header, sizeof(int), HEADER_INTS, f, path);
+    fcloseCheck(f, path);
+    ModelStamp s;
+    memset(&s, 0, sizeof(s));
+    if (header[MODEL_SLOT_STAMP] != MODEL_STAMP_MAGIC) return s;
+    s.present = 1;
+    s.step = header[MODEL_SLOT_STEP];
+    s.run_id = get_u64(header + MODEL_SLOT_RUN_ID);
+    s.checksum = get_u64(header + MODEL_SLOT_CHECKSUM);
+    return s;
+}
+
+// Index of the first NaN or Inf in x[0..n), or -1.
+static long first_nonfinite(const float* x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return (long)i;
+    return -1;
+}
+
+// The tensor holding parameter index i (for messages).
+static const char* gpt2_tensor_name_at(const GPT2Config* c, size_t i) {
+    size_t sizes[NUM_PARAMETER_TENSORS], start = 0;
+    gpt2_tensor_sizes(c, sizes);
+    for (int t = 0; t < NUM_PARAMETER_TENSORS; t++) {
+        if (i < start + sizes[t]) return GPT2_TENSOR_NAMES[t];
+        start += sizes[t];
+    }
+    return "(padding)";
+}
+
+// Loads a checkpoint's parameters as fp32 into a freshly allocated buffer (bf16 files are widened).
+// Returns NULL with a one-line reason in err if the file is missing, not a checkpoint, or corrupt.
+static float* gpt2_try_load_checkpoint(const char* path, GPT2Config* c, char* err, size_t err_len) {
+    FILE* f = fopen(path, "rb");
+    if (f == NULL) { fail_with(err, err_len, "cannot open checkpoint '%s': %s", path, strerror(errno)); return NULL; }
+    int version = gpt2_read_checkpoint_header(f, path, c, err, err_len);
+    if (version < 0) { fclose(f); return NULL; }
     size_t n = gpt2_num_parameters(c);
     float* params = (float*)mallocCheck(n * sizeof(float));
     if (version == MODEL_VERSION_FP32) {
@@ -163,9 +229,23 @@ static float* gpt2_load_checkpoint(const char* path, GPT2Config* c) {
     return params;
 }
 
-// Writes fp32 parameters atomically (version 3, loadable by llm.c).
-static void gpt2_save_checkpoint(const char* path, const GPT2Config* c, const float* params) {
+// The same, ending the program with the reason (the test programs, one process).
+static float* gpt2_load_checkpoint(const char* path, GPT2Config* c) {
+    char err[1400];
+    float* params = gpt2_try_load_checkpoint(path, c, err, sizeof(err));
+    if (params == NULL) die("%s", err);
+    return params;
+}
+
+// Writes fp32 parameters atomically (version 3, loadable by llm.c), with the run's stamp if given.
+static void gpt2_save_checkpoint_stamped(const char* path, const GPT2Config* c, const float* params, const ModelStamp* stamp) {
     int header[HEADER_INTS] = {0};
+    if (stamp != NULL) {
+        header[MODEL_SLOT_STAMP] = MODEL_STAMP_MAGIC;
+        header[MODEL_SLOT_STEP] = stamp->step;
+        put_u64(header + MODEL_SLOT_RUN_ID, stamp->run_id);
+        put_u64(header + MODEL_SLOT_CHECKSUM, stamp->checksum);
+    }
     header[0] = MODEL_MAGIC;
     header[1] = MODEL_VERSION_FP32;
     header[2] = c->max_seq_len;
@@ -179,6 +259,10 @@ static void gpt2_save_checkpoint(const char* path, const GPT2Config* c, const fl
     atomic_write(&af, header, sizeof(int), HEADER_INTS);
     atomic_write(&af, params, sizeof(float), gpt2_num_parameters(c));
     atomic_commit(&af);
+}
+
+static void gpt2_save_checkpoint(const char* path, const GPT2Config* c, const float* params) {
+    gpt2_save_checkpoint_stamped(path, c, params, NULL);
 }
 
 #endif // LLMC_GPT2_H

@@ -4,6 +4,8 @@
 #define LLMC_SCHEDULE_H
 
 #include <math.h>
+#include <limits.h>
+#include <errno.h>
 #include "utils.h"
 
 // Linear warmup over `warmup` steps to max_lr, then cosine decay to final_frac * max_lr at total_steps.
@@ -38,12 +40,20 @@ static int kschedule_parse(KSchedule* ks, const char* text, char* err, size_t er
     while (*p) {
         if (ks->count == MAX_K_SCHEDULE) { snprintf(err, errlen, "more than %d entries", MAX_K_SCHEDULE); return -1; }
         char* end;
+        errno = 0;
         long start = strtol(p, &end, 10);
         if (end == p || *end != ':') { snprintf(err, errlen, "expected start:K at '%s'", p); return -1; }
+        int start_overflow = errno != 0;
         p = end + 1;
+        errno = 0;
         long k = strtol(p, &end, 10);
         if (end == p || (*end != ',' && *end != '\0')) { snprintf(err, errlen, "expected K after ':' at '%s'", p); return -1; }
-        if (k < 1 || start < 0) { snprintf(err, errlen, "start must be >= 0 and K >= 1, got %ld:%ld", start, k); return -1; }
+        // Out of int range is refused, never wrapped (99999999999 would become K = 1215752191).
+        if (start_overflow || errno != 0 || start < 0 || start > INT_MAX || k < 1 || k > INT_MAX) {
+            snprintf(err, errlen, "start must be in [0, %d] and K in [1, %d], got %ld:%ld%s", INT_MAX, INT_MAX, start, k,
+                     start_overflow || errno ? " (beyond a 64-bit integer)" : "");
+            return -1;
+        }
         if (ks->count == 0 && start != 0) { snprintf(err, errlen, "the first entry must start at step 0"); return -1; }
         if (ks->count > 0 && start <= ks->start[ks->count - 1]) { snprintf(err, errlen, "starts must increase"); return -1; }
         ks->start[ks->count] = (int)start;

@@ -26,6 +26,8 @@ static int tokenizer_init(Tokenizer* tk, const char* path) {
     freadCheck(header, sizeof(int), HEADER_INTS, f, path);
     if (header[0] != TOKENIZER_MAGIC) die("tokenizer '%s' has magic %d, expected %d", path, header[0], TOKENIZER_MAGIC);
     if (header[1] != TOKENIZER_VERSION) die("tokenizer '%s' has version %d, expected %d", path, header[1], TOKENIZER_VERSION);
+    if (header[2] <= 0 || header[3] < 0 || header[3] >= header[2])
+        die("tokenizer '%s' has vocab_size %d and end-of-text token %d, expected 0 <= eot < vocab_size", path, header[2], header[3]);
     tk->vocab_size = header[2];
     tk->eot_token = header[3];
     tk->tokens = (char**)mallocCheck((size_t)tk->vocab_size * sizeof(char*));

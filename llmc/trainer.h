@@ -19,6 +19,16 @@
 #include "hellaswag.h"
 
 // ----------------------------------------------------------------------------
+// Flags: every rank reads its own command line, and a bad one stops the job with one line (ranks that
+// fail alike leave it to rank 0), before anything is loaded.
+
+static void parse_args_on_every_rank(TrainOptions* o, int argc, char** argv, Comm* c) {
+    char err[512] = "";
+    int rc = parse_args(o, argc, argv, err, sizeof(err));
+    comm_agree_or_die(c, "reading the flags", rc == 0 ? NULL : err);
+}
+
+// ----------------------------------------------------------------------------
 // Initial parameters: a checkpoint file, or a preset initialized from the seed.
 
 // GPT-2 initialization: N(0, 0.02) for matrices and embeddings, residual projections scaled by
@@ -42,68 +52,82 @@ static void gpt2_init_random(const GPT2Config* c, float* params, uint64_t seed) 
     }
 }
 
-// Returns host fp32 parameters (num_params) and fills the config.
-static float* load_initial_parameters(const TrainOptions* o, GPT2Config* c) {
-    if (gpt2_config_from_name(o->init, c)) {
-        float* params = (float*)mallocCheck(gpt2_num_parameters(c) * sizeof(float));
-        gpt2_init_random(c, params, (uint64_t)o->seed);
-        return params;
+// The largest activation tensors grow as B*T*Vp (logits, probabilities), B*NH*T*T*L (attention) and
+// B*T*C*L (the layers). Their sizes are computed in double, where they cannot wrap, and refused past
+// 2^62 bytes: so the trainers' size_t arithmetic over them cannot overflow. Returns 0 or -1 with err.
+static int check_activation_sizes(const TrainOptions* o, const GPT2Config* c, char* err, size_t n) {
+    double BT = (double)o->B * o->T;
+    double floats = BT * c->padded_vocab_size * 2.0 + BT * c->num_heads * (double)o->T * c->num_layers * 2.0
+                  + BT * c->channels * c->num_layers * 32.0;
+    if (floats * 4.0 > 4.6e18)
+        return fail_with(err, n, "flags -b %d -t %d: the activations of this model would need about %.3g bytes, past 2^62",
+                         o->B, o->T, floats * 4.0);
+    return 0;
+}
+
+// Reads the -e checkpoint file; NULL with a reason if it is not one, is corrupt, or holds NaN or Inf.
+static float* load_checkpoint_file(const char* path, GPT2Config* c, char* err, size_t n) {
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+        fail_with(err, n, "flag -e: '%s' is neither a preset (tiny small d12 d24 d36 d48) nor a readable checkpoint file", path);
+        return NULL;
     }
-    FILE* probe = fopen(o->init, "rb");
-    if (probe == NULL) die("flag -e: '%s' is neither a preset (tiny small d12 d24 d36 d48) nor a readable checkpoint", o->init);
-    fclose(probe);
-    return gpt2_load_checkpoint(o->init, c);
+    float* params = gpt2_try_load_checkpoint(path, c, err, n);
+    long bad = params ? first_nonfinite(params, gpt2_num_parameters(c)) : -1;
+    if (bad >= 0) {
+        fail_with(err, n, "checkpoint '%s' (-e) holds %g at parameter %ld (in %s): expected finite numbers", path,
+                  params[bad], bad, gpt2_tensor_name_at(c, (size_t)bad));
+        free(params);
+        return NULL;
+    }
+    return params;
+}
+
+// Returns host fp32 parameters (num_params) and fills the config. Checks -t against the model's
+// max_seq_len and the activation sizes here, before the trainer allocates anything for (B, T).
+// Every rank loads its own -e; all agree before anyone aborts (one line when all fail alike).
+static float* load_initial_parameters(const TrainOptions* o, GPT2Config* c, Comm* comm) {
+    char err[1400] = "";
+    float* params = NULL;
+    if (gpt2_config_from_name(o->init, c)) {
+        params = (float*)mallocCheck(gpt2_num_parameters(c) * sizeof(float));
+        gpt2_init_random(c, params, (uint64_t)o->seed);
+    } else {
+        params = load_checkpoint_file(o->init, c, err, sizeof(err));
+    }
+    if (params != NULL && o->T > c->max_seq_len)
+        fail_with(err, sizeof(err), "flag -t %d exceeds the model's max_seq_len %d", o->T, c->max_seq_len);
+    else if (params != NULL)
+        check_activation_sizes(o, c, err, sizeof(err));
+    comm_agree_or_die(comm, "loading the initial model (-e)", err[0] ? err : NULL);
+    return params;
 }
 
 // ----------------------------------------------------------------------------
-// Checkpoints. Step s = the state after s windows: model_<s>.bin (rank 0, llm.c format),
-// state_<s>_<rank>.bin (each rank: its optimizer shard, RNG, loader position), then DONE_<s>
-// once every rank has written. Every file is written atomically; DONE marks a complete set.
+// Checkpoints. Step s = the state after s windows: model_<s>.bin (rank 0, llm.c format plus a stamp
+// in unused header slots), state_<s>_<rank>.bin (each rank: its optimizer shard, RNG, loader
+// position), then DONE_<s> once every rank has written. Every file is written atomically; DONE marks
+// a complete set. Each file knows its step, the identity of its run (resume_hash: what must match on
+// resume) and a checksum of its contents, so a file copied from another step or run, or damaged,
+// is refused on resume with one line.
 
 typedef struct {
     int header[HEADER_INTS];   // magic, version, step, world, rank, zero_stage, sync_each_microstep
-    uint64_t config_hash, rng_state, train_next_row, opt_bytes;
+    uint64_t config_hash;      // the run identity, resume_hash()
+    uint64_t rng_state, train_next_row, opt_bytes;
+    uint64_t opt_checksum;     // FNV-1a of the opt_bytes that follow
+    uint64_t model_checksum;   // of model_<step>.bin's parameters, as its stamp says
 } TrainStateHeader;
 
 static void checkpoint_path(char* out, size_t n, const char* dir, const char* kind, int step, int rank) {
-    if (rank >= 0) snprintf(out, n, "%s/%s_%08d_%05d.bin", dir, kind, step, rank);
-    else snprintf(out, n, "%s/%s_%08d%s", dir, kind, step, strcmp(kind, "DONE") == 0 ? "" : ".bin");
+    int len = rank >= 0 ? snprintf(out, n, "%s/%s_%08d_%05d.bin", dir, kind, step, rank)
+                        : snprintf(out, n, "%s/%s_%08d%s", dir, kind, step, strcmp(kind, "DONE") == 0 ? "" : ".bin");
+    if (len < 0 || (size_t)len >= n) die("flag -o: checkpoint path for '%s' longer than %zu characters", dir, n - 1);
 }
 
-static void save_checkpoint(const TrainOptions* o, Trainable* tr, Comm* c, int step, uint64_t config_hash,
-                            const Rng* rng, const DataLoader* train) {
-    char path[1200];
-    if (c->rank == 0) {
-        float* host = (float*)mallocCheck(tr->num_params * sizeof(float));
-        tr->params_to_host(tr, host);
-        checkpoint_path(path, sizeof(path), o->out_dir, "model", step, -1);
-        gpt2_save_checkpoint(path, &tr->config, host);
-        free(host);
-    }
-    TrainStateHeader h;
-    memset(&h, 0, sizeof(h));
-    h.header[0] = TRAIN_STATE_MAGIC; h.header[1] = TRAIN_STATE_VERSION; h.header[2] = step;
-    h.header[3] = c->world; h.header[4] = c->rank; h.header[5] = o->zero_stage; h.header[6] = o->sync_each_microstep;
-    h.config_hash = config_hash;
-    h.rng_state = rng->state;
-    h.train_next_row = train->next_row;
-    h.opt_bytes = tr->opt_state_bytes(tr);
-    void* opt = mallocCheck(h.opt_bytes);
-    tr->opt_state_to_host(tr, opt);
-    checkpoint_path(path, sizeof(path), o->out_dir, "state", step, c->rank);
-    AtomicFile af;
-    atomic_open(&af, path);
-    atomic_write(&af, &h, sizeof(h), 1);
-    atomic_write(&af, opt, 1, h.opt_bytes);
-    atomic_commit(&af);
-    free(opt);
-    comm_barrier(c);  // every rank's state is on disk before DONE says so
-    if (c->rank == 0) {
-        checkpoint_path(path, sizeof(path), o->out_dir, "DONE", step, -1);
-        atomic_open(&af, path);
-        atomic_commit(&af);
-        printf("checkpoint: wrote step %d to %s\n", step, o->out_dir);
-    }
+// The checkpoint files this project writes in a directory: model_*, state_*, DONE_* (and their .tmp).
+static int is_checkpoint_file(const char* name) {
+    return strncmp(name, "model_", 6) == 0 || strncmp(name, "state_", 6) == 0 || strncmp(name, "DONE_", 5) == 0;
 }
 
 // The largest s with a DONE_<s> in dir, or -1.
@@ -121,42 +145,172 @@ static int latest_checkpoint_step(const char* dir) {
     return best;
 }
 
+// Rank 0, fresh run (-y 0): another run's complete checkpoint (a DONE_<s>) in -o would be resumed by
+// a later -y 1 in place of this run's (its step may be newer). Refuse, or with -overwrite 1 delete
+// every checkpoint file there. Files of an incomplete step (no DONE) are never resumed: a run killed
+// during its first checkpoint can simply be started again. Returns NULL or a one-line reason in buf.
+static const char* claim_output_dir(const TrainOptions* o, char* buf, size_t n) {
+    int done_step = latest_checkpoint_step(o->out_dir);
+    if (done_step >= 0 && !o->overwrite) {
+        snprintf(buf, n, "flag -o: '%s' holds another run's checkpoint (DONE_%08d): resume it with -y 1, or delete its "
+                 "checkpoint files with -overwrite 1", o->out_dir, done_step);
+        return buf;
+    }
+    if (!o->overwrite) return NULL;
+    DIR* d = opendir(o->out_dir);
+    if (d == NULL) return NULL;  // created below
+    const char* reason = NULL;
+    struct dirent* e;
+    char path[1200];
+    while (reason == NULL && (e = readdir(d)) != NULL) {
+        if (!is_checkpoint_file(e->d_name)) continue;
+        snprintf(path, sizeof(path), "%s/%s", o->out_dir, e->d_name);
+        if (unlink(path) != 0) {
+            snprintf(buf, n, "flag -overwrite 1: cannot delete '%s': %s", path, strerror(errno));
+            reason = buf;
+        }
+    }
+    closedir(d);
+    return reason;
+}
+
+static void save_checkpoint(const TrainOptions* o, Trainable* tr, Comm* c, int step, uint64_t config_hash,
+                            const Rng* rng, const DataLoader* train) {
+    char path[1200], reason[400] = "";
+    ModelStamp stamp = { 1, step, config_hash, 0 };
+    float* host = NULL;
+    if (c->rank == 0) {
+        host = (float*)mallocCheck(tr->num_params * sizeof(float));
+        tr->params_to_host(tr, host);
+        long bad = first_nonfinite(host, tr->num_params);
+        if (bad >= 0) snprintf(reason, sizeof(reason), "step %d: parameter %ld (in %s) is %g: no checkpoint is written "
+                               "with non-finite numbers (the previous one is intact)", step, bad,
+                               gpt2_tensor_name_at(&tr->config, (size_t)bad), host[bad]);
+        stamp.checksum = fnv1a(FNV1A_SEED, host, tr->num_params * sizeof(float));
+    }
+    comm_agree_or_die(c, "checking the parameters before a checkpoint", reason[0] ? reason : NULL);
+    comm_broadcast(c, &stamp.checksum, sizeof(stamp.checksum), 0);  // every state file names its model
+    if (c->rank == 0) {
+        checkpoint_path(path, sizeof(path), o->out_dir, "model", step, -1);
+        gpt2_save_checkpoint_stamped(path, &tr->config, host, &stamp);
+        free(host);
+    }
+    TrainStateHeader h;
+    memset(&h, 0, sizeof(h));
+    h.header[0] = TRAIN_STATE_MAGIC; h.header[1] = TRAIN_STATE_VERSION; h.header[2] = step;
+    h.header[3] = c->world; h.header[4] = c->rank; h.header[5] = o->zero_stage; h.header[6] = o->sync_each_microstep;
+    h.config_hash = config_hash;
+    h.rng_state = rng->state;
+    h.train_next_row = train->next_row;
+    h.opt_bytes = tr->opt_state_bytes(tr);
+    void* opt = mallocCheck(h.opt_bytes);
+    tr->opt_state_to_host(tr, opt);
+    h.opt_checksum = fnv1a(FNV1A_SEED, opt, h.opt_bytes);
+    h.model_checksum = stamp.checksum;
+    checkpoint_path(path, sizeof(path), o->out_dir, "state", step, c->rank);
+    AtomicFile af;
+    atomic_open(&af, path);
+    atomic_write(&af, &h, sizeof(h), 1);
+    atomic_write(&af, opt, 1, h.opt_bytes);
+    atomic_commit(&af);
+    free(opt);
+    comm_barrier(c);  // every rank's state is on disk before DONE says so
+    if (c->rank == 0) {
+        checkpoint_path(path, sizeof(path), o->out_dir, "DONE", step, -1);
+        atomic_open(&af, path);
+        atomic_commit(&af);
+        printf("checkpoint: wrote step %d to %s\n", step, o->out_dir);
+    }
+}
+
+// Reads and checks this rank's state file of `step`; returns its optimizer bytes, or NULL with a
+// one-line reason (so that every rank can agree before anyone aborts).
+static void* read_train_state(const char* path, int step, const TrainOptions* o, Trainable* tr, const Comm* c,
+                              uint64_t config_hash, TrainStateHeader* h, char* reason, size_t n) {
+    FILE* f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(reason, n, "cannot open '%s' (was the checkpoint written with fewer ranks than %d?)", path, c->world);
+        return NULL;
+    }
+    long size = file_size_of(f, path);
+    void* opt = NULL;
+    if (fread(h, sizeof(*h), 1, f) != 1 || h->header[0] != TRAIN_STATE_MAGIC || h->header[1] != TRAIN_STATE_VERSION) {
+        snprintf(reason, n, "'%s' is not a training state file of version %d", path, TRAIN_STATE_VERSION);
+    } else if (h->header[2] != step || h->header[4] != c->rank) {
+        snprintf(reason, n, "'%s' holds step %d of rank %d, expected step %d of rank %d (a file copied from another checkpoint?)",
+                 path, h->header[2], h->header[4], step, c->rank);
+    } else if (h->header[3] != c->world) {
+        snprintf(reason, n, "'%s' was written by a run with P=%d ranks, this run has P=%d: resume with the same P",
+                 path, h->header[3], c->world);
+    } else if (h->header[5] != o->zero_stage || h->header[6] != o->sync_each_microstep || h->config_hash != config_hash) {
+        snprintf(reason, n, "'%s' was written with another configuration (model, batch, -pad, -z/-sync flags, or -shuffle/-seed)", path);
+    } else if (h->opt_bytes != tr->opt_state_bytes(tr)) {
+        snprintf(reason, n, "'%s' holds %llu optimizer bytes, expected %zu", path,
+                 (unsigned long long)h->opt_bytes, tr->opt_state_bytes(tr));
+    } else if ((unsigned long)size != sizeof(*h) + h->opt_bytes) {
+        snprintf(reason, n, "'%s' is %ld bytes, expected %zu (truncated, or trailing bytes)", path, size, sizeof(*h) + (size_t)h->opt_bytes);
+    } else {
+        opt = mallocCheck(h->opt_bytes);
+        long bad = -1;
+        if (fread(opt, 1, h->opt_bytes, f) != h->opt_bytes) {
+            snprintf(reason, n, "cannot read '%s': %s", path, strerror(errno));
+        } else if (fnv1a(FNV1A_SEED, opt, h->opt_bytes) != h->opt_checksum) {
+            snprintf(reason, n, "'%s' fails its checksum: the optimizer state is damaged", path);
+        } else if ((bad = first_nonfinite((const float*)opt, h->opt_bytes / sizeof(float))) >= 0) {
+            // Both trainers' optimizer state is fp32 (m, v and, on the GPU, master weights).
+            snprintf(reason, n, "'%s' holds %g at optimizer value %ld: expected finite numbers", path, ((const float*)opt)[bad], bad);
+        }
+        if (reason[0]) { free(opt); opt = NULL; }
+    }
+    fclose(f);
+    return opt;
+}
+
+// Reads model_<step>.bin and checks its stamp against the run and the state file; NULL with a reason.
+static float* read_checkpoint_model(const char* path, int step, Trainable* tr, uint64_t config_hash,
+                                    uint64_t model_checksum, char* reason, size_t n) {
+    GPT2Config saved;
+    float* params = gpt2_try_load_checkpoint(path, &saved, reason, n);
+    if (params == NULL) return NULL;
+    ModelStamp stamp = gpt2_read_stamp(path);
+    if (memcmp(&saved, &tr->config, sizeof(saved)) != 0) {
+        snprintf(reason, n, "checkpoint '%s' holds another model config", path);
+    } else if (!stamp.present) {
+        snprintf(reason, n, "checkpoint '%s' has no step and run stamp (not written by a training run's checkpoint)", path);
+    } else if (stamp.run_id != config_hash) {
+        snprintf(reason, n, "checkpoint '%s' belongs to another run (another model or batch geometry)", path);
+    } else if (stamp.step != step) {
+        snprintf(reason, n, "checkpoint '%s' holds step %d, expected step %d (a file copied from another checkpoint?)", path, stamp.step, step);
+    } else if (fnv1a(FNV1A_SEED, params, tr->num_params * sizeof(float)) != stamp.checksum || stamp.checksum != model_checksum) {
+        snprintf(reason, n, "checkpoint '%s' fails its checksum (damaged, or not the model of this step's state files)", path);
+    }
+    if (reason[0]) { free(params); return NULL; }
+    return params;
+}
+
 // Loads model and this rank's state; every rank checks, and all agree before anyone proceeds.
 static int resume_checkpoint(const TrainOptions* o, Trainable* tr, Comm* c, uint64_t config_hash,
                              Rng* rng, DataLoader* train) {
     int step = c->rank == 0 ? latest_checkpoint_step(o->out_dir) : -1;
     comm_broadcast(c, &step, sizeof(step), 0);
-    if (step < 0) die("flag -y 1: no complete checkpoint (DONE_*) in '%s'", o->out_dir);
     char path[1200], reason[1400] = "";
+    if (step < 0) {
+        snprintf(reason, sizeof(reason), "flag -y 1: no complete checkpoint (DONE_*) in '%s'", o->out_dir);
+        comm_agree_or_die(c, "resuming", c->rank == 0 ? reason : NULL);  // the same on every rank: one line
+    }
     checkpoint_path(path, sizeof(path), o->out_dir, "state", step, c->rank);
     TrainStateHeader h;
-    FILE* f = fopen(path, "rb");
-    if (f == NULL) {
-        snprintf(reason, sizeof(reason), "cannot open '%s' (was the checkpoint written with fewer ranks than %d?)", path, c->world);
-    } else if (fread(&h, sizeof(h), 1, f) != 1 || h.header[0] != TRAIN_STATE_MAGIC || h.header[1] != TRAIN_STATE_VERSION) {
-        snprintf(reason, sizeof(reason), "'%s' is not a training state file of version %d", path, TRAIN_STATE_VERSION);
-    } else if (h.header[3] != c->world) {
-        snprintf(reason, sizeof(reason), "'%s' was written by a run with P=%d ranks, this run has P=%d: resume with the same P",
-                 path, h.header[3], c->world);
-    } else if (h.header[5] != o->zero_stage || h.header[6] != o->sync_each_microstep || h.config_hash != config_hash) {
-        snprintf(reason, sizeof(reason), "'%s' was written with another configuration (model, batch, -pad, -z/-sync flags, or -shuffle/-seed)", path);
-    } else if (h.opt_bytes != tr->opt_state_bytes(tr)) {
-        snprintf(reason, sizeof(reason), "'%s' holds %llu optimizer bytes, expected %zu", path,
-                 (unsigned long long)h.opt_bytes, tr->opt_state_bytes(tr));
-    }
-    comm_agree_or_die(c, "resuming from the checkpoint", reason[0] ? reason : NULL);
+    void* opt = read_train_state(path, step, o, tr, c, config_hash, &h, reason, sizeof(reason));
     // The model first, then the optimizer state: on the GPU the state holds the exact fp32 master
     // weights, of which the checkpoint's parameters are only the bf16 rounding.
-    GPT2Config saved;
-    char model_path[1200];
-    checkpoint_path(model_path, sizeof(model_path), o->out_dir, "model", step, -1);
-    float* params = gpt2_load_checkpoint(model_path, &saved);
-    if (memcmp(&saved, &tr->config, sizeof(saved)) != 0) die("checkpoint '%s' holds another model config", model_path);
+    float* params = NULL;
+    if (opt != NULL) {
+        checkpoint_path(path, sizeof(path), o->out_dir, "model", step, -1);
+        params = read_checkpoint_model(path, step, tr, config_hash, h.model_checksum, reason, sizeof(reason));
+    }
+    comm_agree_or_die(c, "resuming from the checkpoint", reason[0] ? reason : NULL);
     tr->params_from_host(tr, params);
     free(params);
-    void* opt = mallocCheck(h.opt_bytes);
-    freadCheck(opt, 1, h.opt_bytes, f, path);
-    fcloseCheck(f, path);
     tr->opt_state_from_host(tr, opt);
     free(opt);
     rng->state = h.rng_state;
@@ -166,17 +320,26 @@ static int resume_checkpoint(const TrainOptions* o, Trainable* tr, Comm* c, uint
 }
 
 // ----------------------------------------------------------------------------
-// Sampling (rank 0): GPT-2 decoding from <|endoftext|>, one token at a time.
+// Sampling (rank 0): GPT-2 decoding from the end-of-text token, one token at a time.
 
-static void sample_and_print(Trainable* tr, const Tokenizer* tk, Rng* rng, int gen_T) {
+// The token samples start from: the tokenizer's end-of-text, or GPT-2's without a tokenizer.
+// -1 when the model's vocabulary has no such token (a model with its own smaller vocabulary).
+static int sample_start_token(const Tokenizer* tk, int vocab_size) {
+    int eot = tk->tokens ? tk->eot_token : GPT2_EOT;
+    return eot >= 0 && eot < vocab_size ? eot : -1;
+}
+
+static void sample_and_print(Trainable* tr, const Tokenizer* tk, Rng* rng, int gen_T, int start_token, int step) {
     int T = tr->T < gen_T ? tr->T : gen_T;
     int V = tr->config.vocab_size;
     int* tokens = (int*)mallocCheck((size_t)tr->B * tr->T * sizeof(int));
     float* logits = (float*)mallocCheck((size_t)V * sizeof(float));
-    for (size_t i = 0; i < (size_t)tr->B * tr->T; i++) tokens[i] = GPT2_EOT;
+    for (size_t i = 0; i < (size_t)tr->B * tr->T; i++) tokens[i] = start_token;
     printf("sample: ");
     for (int t = 1; t < T; t++) {
         tr->next_token_logits(tr, tokens, t, logits);
+        long bad = first_nonfinite(logits, (size_t)V);
+        if (bad >= 0) die("step %d: sampling: logit %ld is %g (the parameters hold NaN or Inf)", step, bad, logits[bad]);
         float maxv = logits[0], sum = 0.0f;
         for (int v = 1; v < V; v++) maxv = fmaxf(maxv, logits[v]);
         for (int v = 0; v < V; v++) { logits[v] = expf(logits[v] - maxv); sum += logits[v]; }
@@ -191,16 +354,53 @@ static void sample_and_print(Trainable* tr, const Tokenizer* tk, Rng* rng, int g
 }
 
 // ----------------------------------------------------------------------------
-// The run.
+// Every rank agrees before it computes: options, model, initial parameters, data sizes, steps.
 
-// What must agree on every rank (paths may differ between nodes, so they are left out).
-static uint64_t options_hash(const TrainOptions* o, const GPT2Config* c) {
-    TrainOptions h = *o;
-    h.train_data = h.val_data = h.init = h.tokenizer = h.out_dir = h.k_schedule = h.dump_grads = h.hellaswag_file = NULL;
-    uint64_t x = fnv1a(FNV1A_SEED, &h, sizeof(h));
-    x = fnv1a(x, o->k_schedule, strlen(o->k_schedule));
-    return fnv1a(x, c, sizeof(*c));
+// Hash of this rank's parameters as fp32 (what the checkpoint would hold), to compare across ranks.
+static uint64_t parameters_hash(Trainable* tr) {
+    float* host = (float*)mallocCheck(tr->num_params * sizeof(float));
+    tr->params_to_host(tr, host);
+    uint64_t h = fnv1a(FNV1A_SEED, host, tr->num_params * sizeof(float));
+    free(host);
+    return h;
 }
+
+// A hash as a double for comm_agree_on_values: 53 of its bits, exactly.
+static double hash_value(uint64_t h) { return (double)(h >> 11); }
+
+// Every numeric flag (each by name), the K schedule and the model config must be the same on every
+// rank (paths may differ between nodes, so only whether each is given is compared), and so must the
+// initial parameters.
+static void agree_on_options(const TrainOptions* o, Trainable* tr, Comm* c) {
+    enum { EXTRA = 11 };
+    double values[NUM_TRAIN_ARGS + EXTRA];
+    const char* names[NUM_TRAIN_ARGS + EXTRA];
+    int n = 0;
+    for (int i = 0; i < NUM_TRAIN_ARGS; i++) {
+        const ArgSpec* s = &TRAIN_ARGS[i];
+        const char* field = (const char*)o + s->offset;
+        if (s->kind == ARG_STRING) continue;
+        names[n] = s->flag;
+        values[n++] = s->kind == ARG_INT ? *(const int*)field : s->kind == ARG_LONG ? (double)*(const long*)field : *(const float*)field;
+    }
+    const GPT2Config* cfg = &tr->config;
+    // Whether a path is given decides collectives (validation, checkpoints), so that must match too.
+    names[n] = "whether -j is given";     values[n++] = o->val_data[0] != '\0';
+    names[n] = "whether -o is given";     values[n++] = o->out_dir[0] != '\0';
+    names[n] = "whether -dump_grads is given"; values[n++] = o->dump_grads[0] != '\0';
+    names[n] = "-k_schedule";           values[n++] = hash_value(fnv1a(FNV1A_SEED, o->k_schedule, strlen(o->k_schedule)));
+    names[n] = "the model's max_seq_len"; values[n++] = cfg->max_seq_len;
+    names[n] = "the model's vocab_size";  values[n++] = cfg->vocab_size;
+    names[n] = "the model's padded_vocab_size"; values[n++] = cfg->padded_vocab_size;
+    names[n] = "the model's num_layers";  values[n++] = cfg->num_layers;
+    names[n] = "the model's num_heads";   values[n++] = cfg->num_heads;
+    names[n] = "the model's channels";    values[n++] = cfg->channels;
+    names[n] = "the hash of the initial parameters (-e)"; values[n++] = hash_value(parameters_hash(tr));
+    comm_agree_on_values(c, "checking that every rank has the same configuration", values, names, n);
+}
+
+// ----------------------------------------------------------------------------
+// The run.
 
 // What a checkpoint must share with the run that resumes it: the model and the shape of the data
 // and optimizer state. Step counts, schedules and evaluation settings may change between runs.
@@ -219,15 +419,21 @@ static void resolve_k_schedule(const TrainOptions* o, int world, KSchedule* ks) 
     } else if (o->K > 0) {
         kschedule_constant(ks, o->K);
     } else if (o->total_batch > 0) {
-        long per_micro_step = (long)o->B * o->T * world;
+        long per_micro_step = (long)o->B * o->T * world;  // B*T < 2^31 (parse_args) and P < 2^31: no overflow
         if (o->total_batch % per_micro_step != 0)
             die("flag -d %ld: the total batch must be a multiple of B*T*P = %d*%d*%d = %ld tokens",
                 o->total_batch, o->B, o->T, world, per_micro_step);
-        kschedule_constant(ks, (int)(o->total_batch / per_micro_step));
-    } else if (o->total_batch == -1) {
-        kschedule_constant(ks, 1);
+        long K = o->total_batch / per_micro_step;
+        if (K > INT_MAX) die("flag -d %ld: K = d/(B*T*P) = %ld micro-steps, expected at most %d", o->total_batch, K, INT_MAX);
+        kschedule_constant(ks, (int)K);
     } else {
-        die("flag -d expects a positive number of tokens, got %ld", o->total_batch);
+        kschedule_constant(ks, 1);  // -d -1 and no -k: one micro-step
+    }
+    // Rows per window, K*B*P, count stream positions in size_t: refuse a schedule that overflows it.
+    for (int i = 0; i < ks->count; i++) {
+        size_t rows;
+        if (!size_mul_ok((size_t)ks->k[i], (size_t)o->B * (size_t)world, &rows))
+            die("K = %d at step %d: K*B*P rows per window overflows (B=%d, P=%d)", ks->k[i], ks->start[i], o->B, world);
     }
 }
 
@@ -237,14 +443,68 @@ static void open_loader(DataLoader* dl, const char* pattern, const TrainOptions*
     comm_agree_or_die(c, what, rc == 0 ? NULL : err);
 }
 
-// main.log, one line per event, "s:<step> key:value ..." (doc/formats.md; dev/plot_log.py reads it).
-static void log_line(FILE* log, const char* fmt, ...) {
-    if (log == NULL) return;
+// main.log: every write is checked, so a full disk stops the run instead of losing the log.
+typedef struct {
+    FILE* f;                   // NULL: no log (no -o, or not rank 0)
+    char path[1100];
+} TrainLog;
+
+static void log_open(TrainLog* log, const TrainOptions* o, int master) {
+    memset(log, 0, sizeof(*log));
+    if (!o->out_dir[0] || !master) return;
+    snprintf(log->path, sizeof(log->path), "%s/main.log", o->out_dir);  // -o is at most MAX_PATH_CHARS
+    log->f = fopenCheck(log->path, o->resume ? "a" : "w");
+}
+
+// One line, "s:<step> key:value ..." (doc/formats.md; dev/plot_log.py reads it).
+static void log_line(TrainLog* log, const char* fmt, ...) {
+    if (log->f == NULL) return;
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(log, fmt, ap);
+    int written = vfprintf(log->f, fmt, ap);
     va_end(ap);
-    fflush(log);
+    if (written < 0 || fflush(log->f) != 0) die("cannot write '%s': %s", log->path, strerror(errno));
+}
+
+static void log_close(TrainLog* log) {
+    if (log->f != NULL) fcloseCheck(log->f, log->path);
+    log->f = NULL;
+}
+
+// Stops the job over something every rank knows alike (an all-reduced number): rank 0 says why.
+static void stop_together(Comm* c, const char* reason) {
+    comm_agree_or_die(c, "stopping", c->rank == 0 ? reason : NULL);
+}
+
+// What decides the schedule and the collectives must match on every rank: the data sizes (shards
+// may differ between nodes), whether validation runs, and the step count derived from them.
+static void agree_on_data(Comm* c, const DataLoader* train, const DataLoader* val, int has_val, int max_steps) {
+    const char* names[4] = { "training rows (-i)", "whether it validates (-j, -v)", "validation rows (-j)", "steps (-x)" };
+    double values[4] = { (double)train->total_rows, (double)has_val, has_val ? (double)val->total_rows : 0.0, (double)max_steps };
+    comm_agree_on_values(c, "checking that every rank has the same data", values, names, 4);
+}
+
+// After a resume: the state every rank restored must be the same run at the same place.
+static void agree_on_resumed_state(Comm* c, Trainable* tr, int start, const Rng* rng, const DataLoader* train) {
+    const char* names[4] = { "the resumed step", "the resumed RNG state", "the resumed loader position",
+                             "the hash of the resumed parameters" };
+    double values[4] = { (double)start, hash_value(rng->state), (double)train->next_row, hash_value(parameters_hash(tr)) };
+    comm_agree_on_values(c, "checking that every rank resumed the same state", values, names, 4);
+}
+
+// One evaluation of the validation loss; NaN or Inf stops the run (it would only get worse).
+static void validate(const TrainOptions* o, Trainable* tr, DataLoader* val, Comm* c, int step, double tokens_seen, TrainLog* log) {
+    double num_valid = 0.0;
+    double vl = evaluate_loss(tr, val, c, (size_t)o->val_rows, &num_valid);
+    if (c->rank == 0 && num_valid == 0.0) printf("val loss n/a (no valid target in %d validation rows)\n", o->val_rows);
+    if (num_valid == 0.0) return;
+    if (c->rank == 0) printf("val loss %.6f\n", vl);  // prints nan or inf as such
+    if (!isfinite(vl)) {
+        char reason[200];
+        snprintf(reason, sizeof(reason), "step %d: the validation loss is %g (non-finite): training stopped", step, vl);
+        stop_together(c, reason);
+    }
+    log_line(log, "s:%d tel:%.6f tok:%.0f\n", step, vl, tokens_seen);
 }
 
 // Tokens the run has trained on before step `step` (all ranks, masked or not): sum of P*K(s)*B*T.
@@ -262,7 +522,7 @@ static void format_duration(char* out, size_t n, double seconds) {
     else snprintf(out, n, "%lds", s);
 }
 
-static void run_hellaswag(Trainable* tr, const EvalSet* es, Comm* c, FILE* log, int step, double tokens) {
+static void run_hellaswag(Trainable* tr, const EvalSet* es, Comm* c, TrainLog* log, int step, double tokens) {
     EvalResult h = evaluate_hellaswag(tr, es, c);
     if (c->rank != 0) return;
     printf("hellaswag: acc_norm %d/%d = %.4f | acc %d/%d = %.4f\n", h.correct_norm, h.examples,
@@ -274,9 +534,14 @@ static void run_hellaswag(Trainable* tr, const EvalSet* es, Comm* c, FILE* log, 
 static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
     const GPT2Config* cfg = &tr->config;
     int master = c->rank == 0;
-    if (o->T > cfg->max_seq_len) die("flag -t %d exceeds the model's max_seq_len %d", o->T, cfg->max_seq_len);
-    comm_check_same_everywhere(c, options_hash(o, cfg), "checking that every rank has the same configuration");
+    agree_on_options(o, tr, c);
     uint64_t config_hash = resume_hash(o, cfg);
+    if (o->pad && cfg->vocab_size <= GPT2_EOT) {
+        char reason[200];
+        snprintf(reason, sizeof(reason), "flag -pad 1 needs the end-of-text token %d, beyond this model's vocab_size %d",
+                 GPT2_EOT, cfg->vocab_size);
+        stop_together(c, reason);
+    }
 
     KSchedule ks;
     resolve_k_schedule(o, c->world, &ks);
@@ -294,10 +559,11 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
     }
     int max_steps = o->max_steps;
     if (max_steps < 0) {  // one epoch at the first step's K
-        long rows_per_window = (long)o->B * c->world * kschedule_at(&ks, 0);
-        max_steps = (int)(train.total_rows / rows_per_window);
-        if (max_steps < 1) max_steps = 1;
+        size_t rows_per_window = (size_t)o->B * c->world * kschedule_at(&ks, 0);  // fits: resolve_k_schedule checked
+        size_t epoch_steps = train.total_rows / rows_per_window;
+        max_steps = epoch_steps < 1 ? 1 : epoch_steps > INT_MAX ? INT_MAX : (int)epoch_steps;
     }
+    agree_on_data(c, &train, &val, has_val, max_steps);
     if (master) {
         printf("data: %zu training rows of T=%d (%s layout) in %d shard(s), %s%s\n", train.total_rows, o->T,
                o->pad ? "padded" : "packed", train.num_shards, o->shuffle ? "shuffled each epoch" : "in file order",
@@ -307,8 +573,8 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
         if (o->hellaswag) printf("hellaswag: %d examples from %s\n", hellaswag.num_examples, o->hellaswag_file);
         if (o->pad && train.rows_truncated)
             printf("data: %zu example(s) are longer than T=%d and will be truncated\n", train.rows_truncated, o->T);
-        printf("window: P=%d ranks x K=%d micro-steps x B=%d rows x T=%d = %ld tokens per step%s; %s optimizer%s\n",
-               c->world, kschedule_at(&ks, 0), o->B, o->T, (long)c->world * kschedule_at(&ks, 0) * o->B * o->T,
+        printf("window: P=%d ranks x K=%d micro-steps x B=%d rows x T=%d = %.0f tokens per step%s; %s optimizer%s\n",
+               c->world, kschedule_at(&ks, 0), o->B, o->T, (double)c->world * kschedule_at(&ks, 0) * o->B * o->T,
                ks.count > 1 ? " (K scheduled)" : "", o->zero_stage ? "sharded (ZeRO-1)" : "replicated (-z 0)",
                o->sync_each_microstep ? ", reduce-scatter each micro-step" : "");
         printf("steps: %d, lr %g warmup %d final fraction %g, weight decay %g, clip %g, comm back end %s\n",
@@ -317,23 +583,44 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
 
     Tokenizer tk;
     memset(&tk, 0, sizeof(tk));
-    if (master && o->sample_every > 0) tokenizer_init(&tk, o->tokenizer);
+    int start_token = GPT2_EOT;
+    if (o->sample_every > 0) {
+        char reason[300] = "";
+        if (master) {
+            tokenizer_init(&tk, o->tokenizer);
+            start_token = sample_start_token(&tk, cfg->vocab_size);
+            if (start_token < 0)
+                snprintf(reason, sizeof(reason), "flag -s %d: samples start from the end-of-text token %d, beyond this model's "
+                         "vocab_size %d (give -s 0, or a tokenizer -tk whose end-of-text token is in the vocabulary)",
+                         o->sample_every, tk.tokens ? tk.eot_token : GPT2_EOT, cfg->vocab_size);
+        }
+        comm_agree_or_die(c, "preparing samples", reason[0] ? reason : NULL);
+    }
     Rng rng;
     rng_seed(&rng, (uint64_t)o->seed + 1);
     if (o->dump_grads[0] && master) {
         FILE* f = fopenCheck(o->dump_grads, "wb");  // start empty; ranks then write their slices
         fcloseCheck(f, o->dump_grads);
     }
-    if (o->out_dir[0] && master) mkdir(o->out_dir, 0755);
+    if (o->out_dir[0]) {
+        char reason[1400] = "";
+        struct stat st;
+        if (master && !o->resume && claim_output_dir(o, reason, sizeof(reason)) == NULL &&
+            mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
+            snprintf(reason, sizeof(reason), "flag -o: cannot create directory '%s': %s", o->out_dir, strerror(errno));
+        else if (master && stat(o->out_dir, &st) == 0 && !S_ISDIR(st.st_mode))  // missing with -y 1: resume says so
+            snprintf(reason, sizeof(reason), "flag -o: '%s' is not a directory", o->out_dir);
+        comm_agree_or_die(c, "preparing the output directory (-o)", reason[0] ? reason : NULL);
+    }
     comm_barrier(c);
 
-    int start = o->resume ? resume_checkpoint(o, tr, c, config_hash, &rng, &train) : 0;
-    FILE* log = NULL;
-    if (o->out_dir[0] && master) {
-        char path[1100];
-        snprintf(path, sizeof(path), "%s/main.log", o->out_dir);
-        log = fopenCheck(path, o->resume ? "a" : "w");
+    int start = 0;
+    if (o->resume) {
+        start = resume_checkpoint(o, tr, c, config_hash, &rng, &train);
+        agree_on_resumed_state(c, tr, start, &rng, &train);
     }
+    TrainLog log;
+    log_open(&log, o, master);
 
     WindowOptions wo = { o->zero_stage, o->sync_each_microstep, o->beta1, o->beta2, o->eps, o->weight_decay,
                          o->grad_clip, o->dump_grads[0] ? o->dump_grads : NULL };
@@ -344,16 +631,11 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
     double tokens_seen = tokens_before_step(&ks, start, c->world, o->B, o->T);
     for (int step = start; step <= max_steps; step++) {
         int last = step == max_steps;
-        if (has_val && (step % o->val_every == 0 || last)) {
-            double vl = evaluate_loss(tr, &val, c, o->val_steps);
-            if (master && isnan(vl)) printf("val loss n/a (no valid target in %d validation batches)\n", o->val_steps);
-            if (master && !isnan(vl)) printf("val loss %.6f\n", vl);
-            if (!isnan(vl)) log_line(log, "s:%d tel:%.6f tok:%.0f\n", step, vl, tokens_seen);
-        }
+        if (has_val && (step % o->val_every == 0 || last)) validate(o, tr, &val, c, step, tokens_seen, &log);
         if (o->hellaswag && ((o->val_every > 0 && step % o->val_every == 0) || last))
-            run_hellaswag(tr, &hellaswag, c, log, step, tokens_seen);
+            run_hellaswag(tr, &hellaswag, c, &log, step, tokens_seen);
         if (master && o->sample_every > 0 && ((step > 0 && step % o->sample_every == 0) || last))
-            sample_and_print(tr, &tk, &rng, o->gen_T);
+            sample_and_print(tr, &tk, &rng, o->gen_T, start_token, step);
         if (o->ckpt_every > 0 && step > start && (step % o->ckpt_every == 0 || last))
             save_checkpoint(o, tr, c, step, config_hash, &rng, &train);
         if (last) break;
@@ -362,6 +644,13 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
         float lr = lr_at_step(step, o->lr, o->warmup, max_steps, o->final_lr_frac);
         double t0 = wall_seconds();
         WindowResult r = train_window(tr, &train, c, &wo, K, lr, step);
+        if (r.nonfinite) {  // every rank has the same all-reduced sums: all stop here, rank 0 says why
+            char reason[300];
+            snprintf(reason, sizeof(reason), "step %d/%d: the window loss is %g and the gradient norm %g (non-finite): "
+                     "the update is skipped and training stopped; no checkpoint of this state is written",
+                     step + 1, max_steps, r.loss, r.grad_norm);
+            stop_together(c, reason);
+        }
         double ms = 1e3 * (wall_seconds() - t0);
         if (step > start) { total_ms += ms; timed_steps++; }
         for (int kind = 0; kind < COMM_NUM_KINDS; kind++) {
@@ -390,7 +679,7 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
         printf("%s\n", r.skipped ? " | skipped (N = 0)" : "");
         fflush(stdout);
         if (!r.skipped)
-            log_line(log, "s:%d trl:%.6f tok:%.0f lr:%.6e norm:%.6f ms:%.1f\n", step, r.loss,
+            log_line(&log, "s:%d trl:%.6f tok:%.0f lr:%.6e norm:%.6f ms:%.1f\n", step, r.loss,
                      tokens_seen, lr, r.grad_norm, ms);
     }
     if (master && max_steps > start) {
@@ -401,7 +690,7 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
     if (master && timed_steps > 0)
         printf("summary: mean_ms=%.2f tok_per_s=%.0f\n", total_ms / timed_steps,
                (double)c->world * kschedule_at(&ks, max_steps - 1) * o->B * o->T / (total_ms / timed_steps / 1e3));
-    if (log) fclose(log);
+    log_close(&log);
     if (tk.tokens) tokenizer_free(&tk);
     dataloader_free(&train);
     if (has_val) dataloader_free(&val);

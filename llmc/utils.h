@@ -66,6 +66,16 @@ static void die(const char* fmt, ...) {
     abort_job();
 }
 
+// Writes a one-line reason into err (err_len bytes) and returns -1. Code that runs on every rank
+// reports failures this way, so that all ranks can agree before anyone aborts (comm_agree_or_die).
+static int fail_with(char* err, size_t err_len, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
 static void warn(const char* fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -126,6 +136,9 @@ static void* calloc_check(size_t count, size_t size, const char* file, int line)
 }
 #define callocCheck(count, size) calloc_check(count, size, __FILE__, __LINE__)
 
+// a * b into *out; returns 0 (leaving *out unspecified) if the product does not fit in size_t.
+static int size_mul_ok(size_t a, size_t b, size_t* out) { return !__builtin_mul_overflow(a, b, out); }
+
 // Size of an open file in bytes (used to catch truncated files before reading them).
 static long file_size_of(FILE* f, const char* path) {
     long here = ftell(f);
@@ -137,32 +150,44 @@ static long file_size_of(FILE* f, const char* path) {
 
 // ----------------------------------------------------------------------------
 // Atomic file writing: write "<path>.tmp", flush it to disk, then rename over <path>.
-// A run killed mid-write leaves the previous <path> intact.
+// A run killed mid-write leaves the previous <path> intact; a write error (a full disk) removes the
+// partial .tmp before stopping, so it does not keep the disk full.
 
+#include <unistd.h>
 typedef struct {
     FILE* f;
     char path[1024];
     char tmp_path[1040];
 } AtomicFile;
 
+// One line naming the file and the failed call; the partial temporary file is deleted first.
+static void atomic_fail(AtomicFile* af, const char* what) {
+    int err = errno;
+    if (af->f != NULL) fclose(af->f);
+    af->f = NULL;
+    unlink(af->tmp_path);
+    die("cannot %s '%s': %s (the partial file was removed; '%s' is unchanged)", what, af->tmp_path, strerror(err), af->path);
+}
+
 static void atomic_open(AtomicFile* af, const char* path) {
-    if (strlen(path) >= sizeof(af->path)) die("path too long: '%s'", path);
+    if (strlen(path) >= sizeof(af->path)) die("path of %zu characters is too long (at most %zu): '%s'", strlen(path), sizeof(af->path) - 1, path);
     strcpy(af->path, path);
     snprintf(af->tmp_path, sizeof(af->tmp_path), "%s.tmp", path);
-    af->f = fopenCheck(af->tmp_path, "wb");
+    af->f = fopen(af->tmp_path, "wb");
+    if (af->f == NULL) die("cannot open '%s' (mode wb): %s", af->tmp_path, strerror(errno));
 }
 
 static void atomic_write(AtomicFile* af, const void* ptr, size_t size, size_t count) {
-    fwriteCheck(ptr, size, count, af->f, af->tmp_path);
+    if (fwrite(ptr, size, count, af->f) != count) atomic_fail(af, "write");
 }
 
-#include <unistd.h>
 static void atomic_commit(AtomicFile* af) {
-    if (fflush(af->f) != 0) die("cannot flush '%s': %s", af->tmp_path, strerror(errno));
-    if (fsync(fileno(af->f)) != 0) die("cannot fsync '%s': %s", af->tmp_path, strerror(errno));
-    fcloseCheck(af->f, af->tmp_path);
+    if (fflush(af->f) != 0) atomic_fail(af, "flush");
+    if (fsync(fileno(af->f)) != 0) atomic_fail(af, "fsync");
+    FILE* f = af->f;
     af->f = NULL;
-    if (rename(af->tmp_path, af->path) != 0) die("cannot rename '%s' to '%s': %s", af->tmp_path, af->path, strerror(errno));
+    if (fclose(f) != 0) atomic_fail(af, "close");
+    if (rename(af->tmp_path, af->path) != 0) atomic_fail(af, "rename");
 }
 
 // Wall-clock seconds, for step timing.

@@ -78,6 +78,7 @@ typedef struct {
     double num_valid;           // N
     double grad_norm;           // |G| / N, before clipping
     int skipped;                // N == 0: no update
+    int nonfinite;              // the loss or the gradient norm is NaN or Inf: no update (the caller stops)
     CommStats comm;             // what this window communicated
 } WindowResult;
 
@@ -165,6 +166,15 @@ static WindowResult train_window(Trainable* tr, DataLoader* loader, Comm* c, con
     comm_scalars(c, scalars, 3);
     double N = scalars[1];
     r.num_valid = N;
+    // Every rank holds the same sums, so every rank takes the same branch: no rank is left waiting
+    // in the all-gather. A NaN or Inf would spread to every parameter through AdamW: skip the update.
+    if (!isfinite(scalars[0]) || !isfinite(scalars[2])) {
+        r.nonfinite = 1;
+        r.loss = N > 0.0 ? scalars[0] / N : scalars[0];
+        r.grad_norm = N > 0.0 ? sqrt(scalars[2]) / N : sqrt(scalars[2]);
+        r.comm = comm_stats_diff(&c->stats, &before);
+        return r;
+    }
     if (N == 0.0) {
         warn("step %d: no valid target in the window (all masked): update skipped", step);
         r.skipped = 1;
@@ -192,16 +202,27 @@ static WindowResult train_window(Trainable* tr, DataLoader* loader, Comm* c, con
     return r;
 }
 
-// Forward only over `steps` batches; the token-weighted mean loss over all ranks.
-static double evaluate_loss(Trainable* tr, DataLoader* loader, Comm* c, int steps) {
+// Forward only over the first `rows` rows of the loader's stream (at most all of them, each once),
+// split over ranks as in training: ceil(rows / (B*P)) micro-steps, and the rows past `rows` in the
+// last one masked. So the loss covers the same rows for any P and B. Returns the token-weighted mean
+// loss over all ranks, with the valid target count in *num_valid (the mean is NaN when it is 0).
+static double evaluate_loss(Trainable* tr, DataLoader* loader, Comm* c, size_t rows, double* num_valid) {
+    if (rows > loader->total_rows) rows = loader->total_rows;
+    size_t per_step = (size_t)tr->B * c->world;
+    size_t steps = (rows + per_step - 1) / per_step;
     dataloader_reset(loader);
     double sums[2] = { 0.0, 0.0 };
-    for (int i = 0; i < steps; i++) {
+    for (size_t i = 0; i < steps; i++) {
+        size_t first = loader->next_row + (size_t)c->rank * tr->B;  // stream position of this rank's row 0
         dataloader_next_batch(loader);
+        for (int b = 0; b < tr->B; b++)
+            if (first + b >= rows)
+                for (int t = 0; t < tr->T; t++) loader->targets[(size_t)b * tr->T + t] = -1;
         sums[1] += (double)count_valid_targets(loader->targets, (size_t)tr->B * tr->T);
         sums[0] += tr->forward_loss(tr, loader->inputs, loader->targets);
     }
     comm_scalars(c, sums, 2);
+    *num_valid = sums[1];
     return sums[1] > 0.0 ? sums[0] / sums[1] : NAN;
 }
 

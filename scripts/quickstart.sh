@@ -13,4 +13,4 @@ if [ $# -ge 1 ]; then
 else
   make tinyshakespeare
 fi
-exec ./train_gpt2 -e tiny -b 8 -t 64 -x 300 -l 2e-3 -u 20 -q 0.1 -c 0.1 -v 50 -m 10 -s 100 -g 48
+exec ./train_gpt2 -e tiny -b 8 -t 64 -x 300 -l 2e-3 -u 20 -q 0.1 -c 0.1 -v 50 -m 80 -s 100 -g 48

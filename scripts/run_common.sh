@@ -43,7 +43,7 @@ RESUME=0
 ls "$OUT"/DONE_* >/dev/null 2>&1 && RESUME=1
 
 ARGS=(-e "$PRESET" -i "$DATA/*_train_*.bin" -j "$DATA/*_val_*.bin" -b "$B" -t "$T" -d "$TOTAL" -x "$STEPS"
-      -l "$LR" -u "$WARMUP" -q "$FINAL_FRAC" -c "$WD" -v "$VAL_EVERY" -m 20 -s "$SAMPLE_EVERY" -g 144
+      -l "$LR" -u "$WARMUP" -q "$FINAL_FRAC" -c "$WD" -v "$VAL_EVERY" -m $((20 * B * NGPU)) -s "$SAMPLE_EVERY" -g 144
       -o "$OUT" -n "$CKPT_EVERY" -y "$RESUME" -grad_bf16 "$GRAD_BF16" -shuffle "$SHUFFLE")
 # shellcheck disable=SC2206
 ARGS+=($EXTRA)

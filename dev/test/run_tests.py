@@ -20,6 +20,7 @@ SUITES = [
     ("CPU trainer vs PyTorch", [PYTHON, "dev/test/test_reference.py"]),
     ("CPU trainer command line", [PYTHON, "dev/test/test_cli.py"]),
     ("distributed window (MPI)", [PYTHON, "dev/test/test_mpi.py"]),
+    ("hostile inputs (fuzz)", [PYTHON, "dev/test/test_fuzz.py"]),
     ("SFT rows and exact accumulation", [PYTHON, "dev/test/test_sft.py"]),
     ("Hugging Face, HellaSwag, plots", [PYTHON, "dev/test/test_hf.py"]),
     ("CUDA trainer", [PYTHON, "dev/test/test_cuda.py"]),

@@ -3,6 +3,7 @@
 and a sample; every kind of bad input gives one clear line and exit code 1; an interrupted run
 resumes bit for bit; a run killed while writing a checkpoint leaves the previous one loadable."""
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -72,7 +73,7 @@ bad_cases = [
     ("malformed integer", BASE + ["-i", train, "-b", "four"], "-b expects an integer"),
     ("malformed number", BASE + ["-i", train, "-l", "1e-3x"], "-l expects a number"),
     ("flag without a value", BASE + ["-i", train, "-b"], "-b expects"),
-    ("non-positive B", BASE + ["-i", train, "-b", "0"], "-b expects a positive"),
+    ("non-positive B", BASE + ["-i", train, "-b", "0"], "-b expects an integer >= 1"),
     ("malformed K schedule", BASE + ["-i", train, "-k_schedule", "0:8,x"], "-k_schedule"),
     ("resume without a checkpoint", BASE + ["-i", train, "-y", "1", "-o", os.path.join(work, "empty")], "no complete checkpoint"),
 ]
@@ -145,7 +146,8 @@ for attempt, delay in enumerate([0.6, 0.9, 1.2, 1.5, 1.8]):
     time.sleep(delay)
     p.send_signal(signal.SIGKILL)
     p.wait()
-    if not os.path.isdir(kill_dir) or not any(n.startswith("DONE_") for n in os.listdir(kill_dir)):
+    # A complete checkpoint is a DONE_<8 digits>; a DONE_<s>.tmp (killed while writing it) is not one.
+    if not os.path.isdir(kill_dir) or not any(re.fullmatch(r"DONE_\d{8}", n) for n in os.listdir(kill_dir)):
         continue
     rc, so, se = run(["./train_gpt2", "-e", "tiny", "-i", train, "-j", "", "-s", "0", "-t", "32", "-b", "1", "-x", "1000",
                       "-n", "0", "-o", kill_dir, "-y", "1", "-x", "0"], timeout=60)
