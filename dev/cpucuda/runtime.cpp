@@ -520,7 +520,9 @@ void launch_grid(const char* kernel, dim3 grid, dim3 block, size_t smem, cudaStr
 // device memory: host memory with cudaMalloc's guarantees (256-byte alignment, contents not zero)
 
 static std::mutex alloc_mu;
-static std::map<uintptr_t, size_t> allocations;
+// Never destroyed: device memory a program does not free is released with its context, not leaked,
+// so it must stay reachable for LeakSanitizer's check at exit (which runs after static destructors).
+static std::map<uintptr_t, size_t>& allocations = *new std::map<uintptr_t, size_t>();
 
 static void* tracked_alloc(size_t n) {
     void* p = nullptr;

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Hostile inputs against train_gpt2 (one process and under mpirun) and, where the host code is the
-same and no GPU is needed, train_gpt2cu.
+"""Hostile inputs against train_gpt2 (one process and under mpirun) and train_gpt2cu, executed on the
+CPU emulation (dev/cpucuda): every flag and checkpoint case, and the non-finite stops.
 
 Every case crafts one bad input (a flag value, a shard, a checkpoint, a tokenizer, a checkpoint
 directory, ranks that disagree, numbers that turn NaN) and checks the promise itself:
@@ -296,16 +296,23 @@ def all_checkpoints_finite(directory):
     return True
 
 
-for name, extra in [("-l 1e30", ["-l", "1e30"]), ("-c 1e30", ["-c", "1e30"]), ("-l 1e30 -clip 0", ["-l", "1e30", "-clip", "0"]),
-                    ("-l 1e25 -beta2 0", ["-l", "1e25", "-beta2", "0"])]:
-    out = path("nan_" + name.replace(" ", "_"))
-    rc, so, se = run(["./train_gpt2"] + BASE + extra + ["-x", "6", "-n", "1", "-o", out], env=ENV1, timeout=60)
+NONFINITE_SETTINGS = [("-l 1e30", ["-l", "1e30"]), ("-c 1e30", ["-c", "1e30"]), ("-l 1e30 -clip 0", ["-l", "1e30", "-clip", "0"]),
+                      ("-l 1e25 -beta2 0", ["-l", "1e25", "-beta2", "0"])]
+
+
+def expect_nonfinite_stop(category, name, extra, binary="./train_gpt2", timeout=60):
+    out = path(f"nan_{os.path.basename(binary)}_" + name.replace(" ", "_"))
+    rc, so, se = run([binary] + BASE + extra + ["-x", "6", "-n", "1", "-o", out], env=ENV1, timeout=timeout)
     errs = error_lines(se)
     ok = rc == 1 and len(errs) == 1 and "non-finite" in errs[0] and "step" in errs[0] and all_checkpoints_finite(out) \
         and not crashed(se)
-    counts["non-finite"] += 1
-    checks.check(ok, f"non-finite: {name} stops with one line naming the step, every checkpoint finite",
+    counts[category] += 1
+    checks.check(ok, f"{category}: {name} stops with one line naming the step, every checkpoint finite",
                  f"exit {rc}: {errs[:1]}; {len(glob.glob(os.path.join(out, 'model_*.bin')))} checkpoint(s)")
+
+
+for name, extra in NONFINITE_SETTINGS:
+    expect_nonfinite_stop("non-finite", name, extra)
 rc, so, se = run(["./train_gpt2"] + BASE + ["-l", "1e30", "-v", "1", "-x", "6"], env=ENV1, timeout=60)
 errs = error_lines(se)
 val_lines = [l for l in so.splitlines() if l.startswith("val loss")]
@@ -462,16 +469,18 @@ if HAS_MPI:
 else:
     checks.skip("mpi", "mpirun not found")
 
-# --- the CUDA trainer: the same host code checks flags and checkpoints before any CUDA call ---------
-cu = os.path.join(REPO, "train_gpt2cu")
+# --- the CUDA trainer, executed on the CPU emulation (dev/cpucuda): the same host code checks flags and
+# checkpoints, and its device math must stop on non-finite numbers the same way --------------------------
+cu = os.path.join(REPO, "build", "cpucuda", "train_gpt2cu")
 rc = run([cu, "-h"], timeout=30)[0] if os.path.exists(cu) else -1
 if rc == 0:
-    # (-k_schedule is read after the GPU is set up: not here)
-    parse_cases = [c for c in FLAG_CASES if "-k_schedule" not in c[0]][::2]
-    for name, args, needle in parse_cases + [(f"-e {n}", BASE + ["-e", p], nd) for n, p, nd in CKPTS if n != "T > max_seq_len"]:
+    for name, args, needle in FLAG_CASES + [(f"-e {n}", BASE + ["-e", p] + (["-t", "65"] if n == "T > max_seq_len" else []), nd)
+                                            for n, p, nd in CKPTS]:
         expect_error("train_gpt2cu", name, args, needle, binary=cu)
+    for name, extra in NONFINITE_SETTINGS:
+        expect_nonfinite_stop("train_gpt2cu", name, extra, binary=cu, timeout=300)
 else:
-    checks.skip("train_gpt2cu", "not built or does not start here" if rc else "")
+    checks.check(False, "train_gpt2cu on the CPU emulation", "build/cpucuda/train_gpt2cu is not built or does not start (make cpucuda)")
 
 total = sum(counts.values())
 print(f"     fuzz cases: {total} in {time.time() - t_start:.0f} s; by category: "
