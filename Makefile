@@ -129,7 +129,7 @@ include dev/cpucuda/cpucuda.mk
 tinyshakespeare:
 	$(PYTHON) dev/data/tinyshakespeare.py $(if $(INPUT),--input $(INPUT))
 
-test: train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu
+test: train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu train_gpt2fp32cu build/cpucuda/train_gpt2cu build/cpucuda/fp32/train_gpt2cu
 	$(PYTHON) dev/test/run_tests.py
 
 clean:
