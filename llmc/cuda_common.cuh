@@ -29,10 +29,10 @@ The fp32 build (-DENABLE_FP32; make train_gpt2fp32cu, or make cpucuda-fp32 for t
   take fp32 A/B/C/D with CUBLAS_COMPUTE_32F, x128 packs 4 floats, AdamW writes the fp32 result (no
   stochastic rounding) and -grad_bf16 is refused. Nothing else changes: the same kernels, the same
   order of operations, the same files (checkpoints are fp32 in both builds). What it is for: with no
-  bf16 rounding anywhere, the trainer's gradients match train_gpt2.c's to fp32 precision (~1e-6
-  relative per tensor, dev/test/test_cuda_fp32.py checks 1e-5), so an error of 1e-4 in one tensor,
-  which bf16's ~5e-3 noise would hide, shows. On a GPU it is slower and uses twice the memory: a
-  debugging aid, not a way to train.
+  bf16 rounding anywhere, the trainer's gradients match train_gpt2.c's to fp32 precision (2e-6 ..
+  3e-6 relative per tensor on the emulation, dev/test/test_cuda_fp32.py checks 1e-5), so an error of
+  1e-4 in one tensor, which bf16's ~5e-3 noise would hide, shows. On a GPU it is slower and needs
+  twice the memory for parameters and activations: a debugging aid, not a way to train.
 */
 #ifndef LLMC_CUDA_COMMON_CUH
 #define LLMC_CUDA_COMMON_CUH
@@ -242,8 +242,9 @@ __device__ inline __nv_bfloat16 stochastic_round_bf16(float x, unsigned int rand
 }
 
 // ----------------------------------------------------------------------------
-// 128-bit packed loads and stores (8 bf16 or 4 float; x128 is 4 floats in the fp32 build). The address must be 16-byte aligned: the
-// launchers that use them check alignment and fall back to a scalar kernel otherwise.
+// 128-bit packed loads and stores (8 bf16 or 4 float; x128 is 4 floats in the fp32 build). The address
+// must be 16-byte aligned: the launchers that use them check alignment and fall back to a scalar kernel
+// otherwise.
 
 template<typename T>
 struct alignas(16) Packed128 {
