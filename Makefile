@@ -2,6 +2,7 @@
 # (nvcc, cuBLASLt, NCCL; MPI optional), and runs the tests. Every detection says what it found.
 #   make train_gpt2 test_gpt2        CPU
 #   make train_gpt2cu test_gpt2cu    GPU (compiles without a GPU; needs nvcc)
+#   make train_gpt2fp32cu test_gpt2fp32cu   GPU, fp32 build (-DENABLE_FP32: parameters and activations float)
 #   make test                        everything, ending with "N passed, N failed, N skipped"
 
 CC ?= gcc
@@ -114,6 +115,13 @@ train_gpt2cu: train_gpt2.cu $(CUDA_HEADERS) build/cuda.flags | check_nvcc
 test_gpt2cu: test_gpt2.cu train_gpt2.cu $(CUDA_HEADERS) build/cuda.flags | check_nvcc
 	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS) $(NVCC_MPI)
 
+# The fp32 build: floatX = float (llmc/cuda_common.cuh), fp32 cuBLASLt operands, no bf16 anywhere. A
+# debugging aid: its gradients match train_gpt2's to fp32 precision (dev/test/test_cuda_fp32.py).
+train_gpt2fp32cu: train_gpt2.cu $(CUDA_HEADERS) build/cuda.flags | check_nvcc
+	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ $< $(NVCC_LIBS) $(NVCC_MPI)
+test_gpt2fp32cu: test_gpt2.cu train_gpt2.cu $(CUDA_HEADERS) build/cuda.flags | check_nvcc
+	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ $< $(NVCC_LIBS) $(NVCC_MPI)
+
 # ---------------------------------------------------------------------------------------------
 # The same CUDA programs compiled with g++ and run on the CPU (no GPU needed): see dev/cpucuda/README.md
 include dev/cpucuda/cpucuda.mk
@@ -123,11 +131,11 @@ include dev/cpucuda/cpucuda.mk
 tinyshakespeare:
 	$(PYTHON) dev/data/tinyshakespeare.py $(if $(INPUT),--input $(INPUT))
 
-test: train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu cpucuda cpucuda-asan cpucuda-ucontext
+test: train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu train_gpt2fp32cu cpucuda cpucuda-fp32 cpucuda-asan cpucuda-ucontext
 	$(PYTHON) dev/test/run_tests.py
 
 clean:
-	rm -f train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu
+	rm -f train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu train_gpt2fp32cu test_gpt2fp32cu
 	rm -rf build/test build/cpu.flags build/cuda.flags
 
 FORCE:

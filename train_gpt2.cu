@@ -22,6 +22,11 @@ Precision (mixed, as llm.c):
     bf16 weights do not depend on how the parameters are sharded over ranks.
 All kernels are deterministic (no float atomics), so a run repeats bit for bit on the same GPU type.
 
+The fp32 build (-DENABLE_FP32: make train_gpt2fp32cu; make cpucuda-fp32 for the CPU emulation) makes
+floatX float (llmc/cuda_common.cuh): parameters and activations fp32, fp32 cuBLASLt operands, AdamW
+writes its fp32 result without rounding, -grad_bf16 is refused. Its gradients then match train_gpt2.c's
+to fp32 precision (dev/test/test_cuda_fp32.py), which bf16's rounding noise would hide.
+
 Activation gradients follow the kernels' contracts (see each header): matmul_backward OVERWRITES its
 input gradient, attention_backward and gelu_backward overwrite, layernorm_backward and
 encoder_backward ACCUMULATE. The residual stream's gradient lives in one buffer (dresidual) that the
@@ -168,6 +173,7 @@ static void* gpu_alloc(GPT2* m, size_t bytes, size_t* counter, const char* what)
     return p;
 }
 
+#ifndef ENABLE_FP32
 // Round to nearest even, as __float2bfloat16_rn (NaN stays NaN).
 static uint16_t float_to_bf16_bits_rn(float f) {
     uint32_t u;
@@ -175,6 +181,36 @@ static uint16_t float_to_bf16_bits_rn(float f) {
     if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu) != 0) return (uint16_t)((u >> 16) | 0x0040u);
     u += 0x7fffu + ((u >> 16) & 1u);
     return (uint16_t)(u >> 16);
+}
+#endif
+
+// n host floats -> device floatX: bf16 rounded to nearest even, fp32 (ENABLE_FP32) copied as is.
+// Synchronizes the stream (the staging copy is freed before returning).
+static void floatX_from_host(floatX* dev, const float* in, size_t n, cudaStream_t s) {
+#ifdef ENABLE_FP32
+    cudaCheck(cudaMemcpyAsync(dev, in, n * sizeof(float), cudaMemcpyHostToDevice, s));
+    cudaCheck(cudaStreamSynchronize(s));
+#else
+    uint16_t* tmp = (uint16_t*)mallocCheck(n * sizeof(uint16_t));
+    for (size_t i = 0; i < n; i++) tmp[i] = float_to_bf16_bits_rn(in[i]);
+    cudaCheck(cudaMemcpyAsync(dev, tmp, n * sizeof(uint16_t), cudaMemcpyHostToDevice, s));
+    cudaCheck(cudaStreamSynchronize(s));
+    free(tmp);
+#endif
+}
+
+// n device floatX -> host floats (bf16 widens exactly). Synchronizes the stream.
+static void floatX_to_host(float* out, const floatX* dev, size_t n, cudaStream_t s) {
+#ifdef ENABLE_FP32
+    cudaCheck(cudaMemcpyAsync(out, dev, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    cudaCheck(cudaStreamSynchronize(s));
+#else
+    uint16_t* tmp = (uint16_t*)mallocCheck(n * sizeof(uint16_t));
+    cudaCheck(cudaMemcpyAsync(tmp, dev, n * sizeof(uint16_t), cudaMemcpyDeviceToHost, s));
+    cudaCheck(cudaStreamSynchronize(s));
+    for (size_t i = 0; i < n; i++) out[i] = bf16_bits_to_float(tmp[i]);
+    free(tmp);
+#endif
 }
 
 static void gpt2_params_from_host(GPT2* m, const float* in);
@@ -189,6 +225,9 @@ static void gpt2_build(GPT2* m, const GPT2Config* c, const float* init_params, i
     m->rank = rank;
     m->world = world;
     m->grad_type = grad_type;
+#ifdef ENABLE_FP32
+    if (grad_type != DTYPE_F32) die("the fp32 build (-DENABLE_FP32) keeps fp32 gradients: -grad_bf16 1 is not available");
+#endif
     m->num_params = gpt2_num_parameters(c);
     m->shard_size = (m->num_params + world - 1) / world;
     size_t padded = m->shard_size * world;
@@ -198,7 +237,7 @@ static void gpt2_build(GPT2* m, const GPT2Config* c, const float* init_params, i
     m->mm = matmul_context_create(m->stream, MATMUL_WORKSPACE_BYTES);
     m->bytes_other += MATMUL_WORKSPACE_BYTES;
 
-    m->params_memory = (floatX*)gpu_alloc(m, padded * sizeof(floatX), &m->bytes_params, "the bf16 parameters");
+    m->params_memory = (floatX*)gpu_alloc(m, padded * sizeof(floatX), &m->bytes_params, "the " FLOATX_NAME " parameters");
     gpt2_point_views(&m->params, m->params_memory, sizeof(floatX), c);
     m->grads_memory = gpu_alloc(m, padded * gsize, &m->bytes_grads, "the gradient buffer");
     m->grad_shard = gpu_alloc(m, m->shard_size * gsize, &m->bytes_grads, "the gradient shard");
@@ -379,9 +418,7 @@ static void gpt2_issue_loss_sum(GPT2* m) {
 
 static void gpt2_params_from_host(GPT2* m, const float* in) {
     size_t n = m->num_params;
-    uint16_t* tmp = (uint16_t*)mallocCheck(n * sizeof(uint16_t));
-    for (size_t i = 0; i < n; i++) tmp[i] = float_to_bf16_bits_rn(in[i]);
-    cudaCheck(cudaMemcpyAsync(m->params_memory, tmp, n * sizeof(uint16_t), cudaMemcpyHostToDevice, m->stream));
+    floatX_from_host(m->params_memory, in, n, m->stream);
     // The fp32 master of this rank's range: the host values themselves (padding stays zero). When
     // resuming, opt_state_from_host then replaces it with the exact saved master.
     cudaCheck(cudaMemsetAsync(m->master, 0, m->opt_count * sizeof(float), m->stream));
@@ -389,16 +426,10 @@ static void gpt2_params_from_host(GPT2* m, const float* in) {
     if (hi > n) hi = n;
     if (lo < hi) cudaCheck(cudaMemcpyAsync(m->master, in + lo, (hi - lo) * sizeof(float), cudaMemcpyHostToDevice, m->stream));
     cudaCheck(cudaStreamSynchronize(m->stream));
-    free(tmp);
 }
 
 static void gpt2_params_to_host(GPT2* m, float* out) {
-    size_t n = m->num_params;
-    uint16_t* tmp = (uint16_t*)mallocCheck(n * sizeof(uint16_t));
-    cudaCheck(cudaMemcpyAsync(tmp, m->params_memory, n * sizeof(uint16_t), cudaMemcpyDeviceToHost, m->stream));
-    cudaCheck(cudaStreamSynchronize(m->stream));
-    for (size_t i = 0; i < n; i++) out[i] = bf16_bits_to_float(tmp[i]);
-    free(tmp);
+    floatX_to_host(out, m->params_memory, m->num_params, m->stream);
 }
 
 // count elements of a device gradient (grad_type) to host floats
@@ -472,12 +503,7 @@ static void gpu_next_token_logits(Trainable* tr, const int* tokens, int t, float
     GPT2* m = self_of(tr);
     int V = m->config.vocab_size, Vp = m->config.padded_vocab_size;
     gpt2_forward(m, tokens, NULL);
-    uint16_t* tmp = (uint16_t*)mallocCheck((size_t)V * sizeof(uint16_t));
-    cudaCheck(cudaMemcpyAsync(tmp, m->acts.output + (size_t)(t - 1) * Vp, (size_t)V * sizeof(uint16_t),
-                              cudaMemcpyDeviceToHost, m->stream));
-    cudaCheck(cudaStreamSynchronize(m->stream));
-    for (int v = 0; v < V; v++) logits[v] = bf16_bits_to_float(tmp[v]);
-    free(tmp);
+    floatX_to_host(logits, m->acts.output + (size_t)(t - 1) * Vp, (size_t)V, m->stream);
 }
 
 static void gpu_zero_shard_acc(Trainable* tr) {
@@ -585,7 +611,7 @@ static double print_device(const Comm* comm) {
 
 static void print_memory(const GPT2* m, const char* grad_name) {
     const double MiB = 1048576.0;
-    printf("memory per GPU: parameters %.0f MiB (bf16), gradients %.0f MiB (%s), AdamW m, v, master %.0f MiB "
+    printf("memory per GPU: parameters %.0f MiB (" FLOATX_NAME "), gradients %.0f MiB (%s), AdamW m, v, master %.0f MiB "
            "(%zu parameters of this rank), activations %.0f MiB (B=%d, T=%d), other %.0f MiB; total %.0f MiB\n",
            m->bytes_params / MiB, m->bytes_grads / MiB, grad_name, m->bytes_opt / MiB, m->opt_count, m->bytes_acts / MiB,
            m->B, m->T, m->bytes_other / MiB, device_bytes_total(m) / MiB);
@@ -601,7 +627,7 @@ Trainable gpt2_trainable(GPT2* m, double peak_flops) {
     tr.B = m->B;
     tr.T = m->T;
     tr.grad_type = m->grad_type;
-    tr.param_type = DTYPE_BF16;
+    tr.param_type = sizeof(floatX) == sizeof(float) ? DTYPE_F32 : DTYPE_BF16;   // what the all-gather moves
     tr.params = m->params_memory;
     tr.grads = m->grads_memory;
     tr.grad_shard = m->grad_shard;
@@ -634,6 +660,9 @@ int main(int argc, char** argv) {
     comm_init(&comm, &argc, &argv);          // MPI when launched by mpirun, else one process; no CUDA yet
     TrainOptions opt;
     parse_args_on_every_rank(&opt, argc, argv, &comm);  // -h and bad flags end here, before any CUDA call
+#ifdef ENABLE_FP32
+    if (opt.grad_bf16) die("flag -grad_bf16 1: this is the fp32 build (-DENABLE_FP32), whose gradients are fp32; leave -grad_bf16 at 0");
+#endif
     GPT2Config config;
     float* init = load_initial_parameters(&opt, &config, &comm);  // also checks -t against max_seq_len
     comm_init_nccl(&comm);                   // picks GPU local_rank, bootstraps NCCL through MPI (or alone)

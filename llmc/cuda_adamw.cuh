@@ -17,6 +17,9 @@ of one ZeRO shard are several calls). The rounding noise is keyed by (seed, inde
 that changes with the step and index0 = the range's first element in the whole parameter buffer. Then
 the noise of a parameter does not depend on how the buffer is cut into ranges and shards, and P GPUs
 write the same bf16 weights as one.
+In the fp32 build (ENABLE_FP32, floatX = float) params[i] = p exactly, the same value as master[i]:
+no rounding, so no noise (seed and index0 are unused), and the update is the same fp32 formula as
+train_gpt2.c's AdamW.
 This file reads gradients and writes no gradients.
 */
 #ifndef LLMC_CUDA_ADAMW_CUH
@@ -41,12 +44,16 @@ __global__ void adamw_kernel(float* master, floatX* params, float* m_state, floa
         float p = (master != NULL) ? master[i] : to_float(params[i]);
         p = p - lr * (weight_decay * p + m_hat / (sqrtf(v_hat) + eps));
         if (master != NULL) { master[i] = p; }
+#ifdef ENABLE_FP32
+        params[i] = p;
+#else
         params[i] = stochastic_round_bf16(p, random_u32(seed, index0 + i));
+#endif
     }
 }
 
 // master (count) fp32: master weights, updated (may be NULL: then the bf16 params are the master copy).
-// params (count) bf16: written from the updated master with stochastic rounding.
+// params (count) floatX: written from the updated master with stochastic rounding (bf16), or as is (fp32).
 // m, v (count) fp32: AdamW moments, updated (start at zero).
 // grads (count): float (default) or floatX, read only; multiplied by grad_scale first.
 // lr, beta1, beta2, eps, weight_decay: as PyTorch AdamW. beta{1,2}_correction = 1 - beta{1,2}^t.

@@ -16,8 +16,8 @@ head h uses columns h*hs .. h*hs+hs-1 of each. qkvr is the same data regrouped b
 There are no parameters here. The activation gradient dinp is OVERWRITTEN (it feeds the qkv matmul's
 backward, which reads it as its dout).
 
-Precision: every intermediate (preatt, att, y and their gradients) is stored in bf16, as in llm.c;
-softmax statistics are fp32.
+Precision: every intermediate (preatt, att, y and their gradients) is stored in floatX (bf16, as in
+llm.c; fp32 in the ENABLE_FP32 build); softmax statistics are fp32.
 */
 #ifndef LLMC_CUDA_ATTENTION_CUH
 #define LLMC_CUDA_ATTENTION_CUH
@@ -135,7 +135,7 @@ inline void attention_forward(floatX* out, floatX* qkvr, floatX* att, floatX* in
     attention_split_heads(v, inp, 3 * C, 2 * C, B, T, NH, hs, stream, block_size);
 
     // preatt[t][s] = sum_d q[t][d] k[s][d]. Column-major: preatt^T (s,t) = k (s,d) . q^T (d,t)
-    matmul_cublaslt(ctx, att, CUDA_R_16BF, T, (long long)T * T,
+    matmul_cublaslt(ctx, att, cuda_dtype<floatX>(), T, (long long)T * T,
                     k, true, hs, (long long)T * hs,
                     q, false, hs, (long long)T * hs,
                     T, T, hs, BNH, 1.0f, 0.0f, NULL, NULL, 0);
@@ -147,7 +147,7 @@ inline void attention_forward(floatX* out, floatX* qkvr, floatX* att, floatX* in
 
     // y[t][d] = sum_s att[t][s] v[s][d]. Column-major: y^T (d,t) = v^T (d,s) . att^T (s,t)
     floatX* y = inp;   // scratch
-    matmul_cublaslt(ctx, y, CUDA_R_16BF, hs, (long long)T * hs,
+    matmul_cublaslt(ctx, y, cuda_dtype<floatX>(), hs, (long long)T * hs,
                     v, false, hs, (long long)T * hs,
                     att, false, T, (long long)T * T,
                     hs, T, T, BNH, 1.0f, 0.0f, NULL, NULL, 0);
@@ -182,10 +182,10 @@ inline void attention_backward(floatX* dinp, floatX* dqkvr, floatX* datt, const 
     attention_split_heads(dy, dout, C, 0, B, T, NH, hs, stream, block_size);
 
     // datt[t][s] = sum_d dy[t][d] v[s][d]. Column-major: datt^T (s,t) = v (s,d) . dy^T (d,t)
-    matmul_cublaslt(ctx, datt, CUDA_R_16BF, T, sTT, v, true, hs, sTh, dy, false, hs, sTh,
+    matmul_cublaslt(ctx, datt, cuda_dtype<floatX>(), T, sTT, v, true, hs, sTh, dy, false, hs, sTh,
                     T, T, hs, BNH, 1.0f, 0.0f, NULL, NULL, 0);
     // dv[s][d] = sum_t att[t][s] dy[t][d]. Column-major: dv^T (d,s) = dy^T (d,t) . att (t,s)
-    matmul_cublaslt(ctx, dv, CUDA_R_16BF, hs, sTh, dy, false, hs, sTh, att, true, T, sTT,
+    matmul_cublaslt(ctx, dv, cuda_dtype<floatX>(), hs, sTh, dy, false, hs, sTh, att, true, T, sTT,
                     hs, T, T, BNH, 1.0f, 0.0f, NULL, NULL, 0);
 
     const float scale = 1.0f / sqrtf((float)hs);
@@ -195,10 +195,10 @@ inline void attention_backward(floatX* dinp, floatX* dqkvr, floatX* datt, const 
     // datt now holds dpreatt
 
     // dq[t][d] = sum_s dpreatt[t][s] k[s][d]. Column-major: dq^T (d,t) = k^T (d,s) . dpreatt^T (s,t)
-    matmul_cublaslt(ctx, dq, CUDA_R_16BF, hs, sTh, k, false, hs, sTh, datt, false, T, sTT,
+    matmul_cublaslt(ctx, dq, cuda_dtype<floatX>(), hs, sTh, k, false, hs, sTh, datt, false, T, sTT,
                     hs, T, T, BNH, 1.0f, 0.0f, NULL, NULL, 0);
     // dk[s][d] = sum_t dpreatt[t][s] q[t][d]. Column-major: dk^T (d,s) = q^T (d,t) . dpreatt (t,s)
-    matmul_cublaslt(ctx, dk, CUDA_R_16BF, hs, sTh, q, false, hs, sTh, datt, true, T, sTT,
+    matmul_cublaslt(ctx, dk, cuda_dtype<floatX>(), hs, sTh, q, false, hs, sTh, datt, true, T, sTT,
                     hs, T, T, BNH, 1.0f, 0.0f, NULL, NULL, 0);
 
     attention_merge_heads(dinp, 3 * C, 0, dq, B, T, NH, hs, stream, block_size);

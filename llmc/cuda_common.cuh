@@ -2,7 +2,7 @@
 cuda_common.cuh: shared CUDA utilities for the GPT-2 trainer kernels (llmc/cuda_*.cuh).
 
 What lives here
-  - floatX, the storage type of parameters and activations (bf16).
+  - floatX, the storage type of parameters and activations: bf16, or float in the fp32 build.
   - cudaCheck / cublasCheck / hostCheck: check a call, print file:line, what failed, a hint, exit(1)
     (abort_job from utils.h: MPI_Abort when running under MPI, so no other rank waits forever).
   - CEIL_DIV.
@@ -23,6 +23,16 @@ Conventions used by every llmc/cuda_*.cuh file
     can be included in more than one translation unit.
   - Parameter gradients are float by default; the kernels that write them are templated on the
     gradient type (float or floatX) so a bf16-gradient build only changes the buffer's type.
+
+The fp32 build (-DENABLE_FP32; make train_gpt2fp32cu, or make cpucuda-fp32 for the CPU emulation)
+  floatX is float: parameters, activations and every stored intermediate are fp32, the cuBLASLt calls
+  take fp32 A/B/C/D with CUBLAS_COMPUTE_32F, x128 packs 4 floats, AdamW writes the fp32 result (no
+  stochastic rounding) and -grad_bf16 is refused. Nothing else changes: the same kernels, the same
+  order of operations, the same files (checkpoints are fp32 in both builds). What it is for: with no
+  bf16 rounding anywhere, the trainer's gradients match train_gpt2.c's to fp32 precision (2e-6 ..
+  3e-6 relative per tensor on the emulation, dev/test/test_cuda_fp32.py checks 1e-5), so an error of
+  1e-4 in one tensor, which bf16's ~5e-3 noise would hide, shows. On a GPU it is slower and needs
+  twice the memory for parameters and activations: a debugging aid, not a way to train.
 */
 #ifndef LLMC_CUDA_COMMON_CUH
 #define LLMC_CUDA_COMMON_CUH
@@ -39,7 +49,13 @@ Conventions used by every llmc/cuda_*.cuh file
 // ----------------------------------------------------------------------------
 // storage type of parameters and activations
 
+#ifdef ENABLE_FP32
+typedef float floatX;
+#define FLOATX_NAME "fp32"
+#else
 typedef __nv_bfloat16 floatX;
+#define FLOATX_NAME "bf16"
+#endif
 
 #define CEIL_DIV(M, N) (((M) + (N) - 1) / (N))
 
@@ -226,15 +242,16 @@ __device__ inline __nv_bfloat16 stochastic_round_bf16(float x, unsigned int rand
 }
 
 // ----------------------------------------------------------------------------
-// 128-bit packed loads and stores (8 bf16 or 4 float). The address must be 16-byte aligned: the
-// launchers that use them check alignment and fall back to a scalar kernel otherwise.
+// 128-bit packed loads and stores (8 bf16 or 4 float; x128 is 4 floats in the fp32 build). The address
+// must be 16-byte aligned: the launchers that use them check alignment and fall back to a scalar kernel
+// otherwise.
 
 template<typename T>
 struct alignas(16) Packed128 {
     static constexpr int size = 16 / sizeof(T);
     T v[size];
 };
-typedef Packed128<floatX> x128;   // 8 bf16
+typedef Packed128<floatX> x128;   // 8 bf16, or 4 float (ENABLE_FP32): x128::size, never 8
 typedef Packed128<float> f128;    // 4 float
 
 template<typename T>

@@ -41,8 +41,8 @@ static __global__ void encoder_forward_kernel_scalar(floatX* out, const int* inp
     out[idx] = from_float<floatX>(val);
 }
 
-// one thread per 8 consecutive output elements (128-bit loads/stores); needs C % 8 == 0 and 16-byte
-// aligned pointers
+// one thread per x128::size consecutive output elements (128-bit loads/stores: 8 bf16, or 4 floats in
+// the fp32 build); needs C % x128::size == 0 and 16-byte aligned pointers
 static __global__ void encoder_forward_kernel_x128(floatX* out, const int* inp, const floatX* wte,
                                                    const floatX* wpe, int B, int T, int C) {
     size_t idx = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * x128::size;

@@ -28,7 +28,8 @@ __device__ inline float gelu_tanh_grad(float x) {
 }
 
 // ----------------------------------------------------------------------------
-// kernels: a scalar version (any N, any alignment) and a 128-bit version (N % 8 == 0, 16-byte aligned)
+// kernels: a scalar version (any N, any alignment) and a 128-bit version (N % x128::size == 0, 16-byte
+// aligned; x128::size is 8 bf16, or 4 floats in the fp32 build)
 
 static __global__ void gelu_forward_kernel_scalar(floatX* out, const floatX* inp, size_t N) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;

@@ -19,6 +19,8 @@ forward is out^T (OC,N) = W (OC,C) . inp^T (C,N) in column-major terms.
 
 Compute is fp32 (CUBLAS_COMPUTE_32F) with bf16 inputs. The weight gradient is computed straight into
 the fp32 gradient buffer (A, B bf16; C, D fp32; beta = 1), so it is never rounded to bf16.
+In the fp32 build (ENABLE_FP32, floatX = float) every operand and the bias are fp32: the layouts say
+cuda_dtype<floatX>(), never a hard-coded bf16.
 
 Every cuBLASLt status is checked. The heuristic is told the true alignment of every pointer, so
 tensors at any offset inside the parameter buffer are fine; if no algorithm exists for a call the
@@ -78,11 +80,11 @@ inline size_t cuda_dtype_size(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2
 //   D[i] (m,n) = alpha * op(A[i]) (m,k) . op(B[i]) (k,n) + beta * D[i]      for i < batch_count
 // with X[i] = X + i * stride_x (in elements). op(X) = X^T when trans_x. lda/ldb/ldd are the leading
 // dimensions of the matrices as stored (A stored (k,m) when trans_a, else (m,k); B stored (n,k) when
-// trans_b, else (k,n)). A and B are bf16; D is d_type (CUDA_R_16BF or CUDA_R_32F) and also serves
+// trans_b, else (k,n)). A and B are floatX; D is d_type (CUDA_R_16BF or CUDA_R_32F) and also serves
 // as C, so beta = 1 accumulates into D.
-// Epilogue: bias (m) bf16 or NULL is added to every column (= per output channel in our layouts).
+// Epilogue: bias (m) floatX or NULL is added to every column (= per output channel in our layouts).
 // If gelu_aux is not NULL, D = gelu(alpha A.B + bias) and the pre-activation goes to gelu_aux (m,n)
-// with leading dimension ld_aux (a multiple of 8); D must be bf16 then, batch_count 1.
+// with leading dimension ld_aux (a multiple of 8); D must be floatX then, batch_count 1.
 inline void matmul_cublaslt(const MatmulContext* ctx,
                             void* d, cudaDataType_t d_type, int ldd, long long stride_d,
                             const floatX* a, bool trans_a, int lda, long long stride_a,
@@ -90,8 +92,8 @@ inline void matmul_cublaslt(const MatmulContext* ctx,
                             int m, int n, int k, int batch_count, float alpha, float beta,
                             const floatX* bias, floatX* gelu_aux, int ld_aux) {
     hostCheck(m > 0 && n > 0 && k > 0 && batch_count > 0, "matmul_cublaslt: empty problem");
-    hostCheck(gelu_aux == NULL || (d_type == CUDA_R_16BF && ld_aux % 8 == 0 && batch_count == 1),
-              "matmul_cublaslt: the GELU epilogue needs bf16 output, ld_aux % 8 == 0 and batch_count 1");
+    hostCheck(gelu_aux == NULL || (d_type == cuda_dtype<floatX>() && ld_aux % 8 == 0 && batch_count == 1),
+              "matmul_cublaslt: the GELU epilogue needs floatX output, ld_aux % 8 == 0 and batch_count 1");
 
     cublasLtMatmulDesc_t desc;
     cublasCheck(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -108,7 +110,7 @@ inline void matmul_cublaslt(const MatmulContext* ctx,
     }
     cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
     if (bias != NULL) {
-        cudaDataType_t bias_type = CUDA_R_16BF;
+        cudaDataType_t bias_type = cuda_dtype<floatX>();
         cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
         cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     }
@@ -120,8 +122,8 @@ inline void matmul_cublaslt(const MatmulContext* ctx,
 
     // layouts: rows, cols of the matrices as stored
     cublasLtMatrixLayout_t layout_a, layout_b, layout_d;
-    cublasCheck(cublasLtMatrixLayoutCreate(&layout_a, CUDA_R_16BF, trans_a ? k : m, trans_a ? m : k, lda));
-    cublasCheck(cublasLtMatrixLayoutCreate(&layout_b, CUDA_R_16BF, trans_b ? n : k, trans_b ? k : n, ldb));
+    cublasCheck(cublasLtMatrixLayoutCreate(&layout_a, cuda_dtype<floatX>(), trans_a ? k : m, trans_a ? m : k, lda));
+    cublasCheck(cublasLtMatrixLayoutCreate(&layout_b, cuda_dtype<floatX>(), trans_b ? n : k, trans_b ? k : n, ldb));
     cublasCheck(cublasLtMatrixLayoutCreate(&layout_d, d_type, m, n, ldd));
     if (batch_count > 1) {
         int32_t count = batch_count;
@@ -140,8 +142,8 @@ inline void matmul_cublaslt(const MatmulContext* ctx,
     uint64_t ws = ctx->workspace_size;
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
     const size_t esz_d = cuda_dtype_size(d_type);
-    const size_t sab = batch_count > 1 ? (size_t)stride_a * 2 : 0;
-    const size_t sbb = batch_count > 1 ? (size_t)stride_b * 2 : 0;
+    const size_t sab = batch_count > 1 ? (size_t)stride_a * sizeof(floatX) : 0;
+    const size_t sbb = batch_count > 1 ? (size_t)stride_b * sizeof(floatX) : 0;
     const size_t sdb = batch_count > 1 ? (size_t)stride_d * esz_d : 0;
     uint32_t align_a = matmul_alignment(a, sab), align_b = matmul_alignment(b, sbb), align_d = matmul_alignment(d, sdb);
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof(align_a)));
@@ -233,7 +235,7 @@ inline void matmul_bias_backward(GradT* dbias, const floatX* dout, int N, int OC
 // ----------------------------------------------------------------------------
 // launchers
 
-// out (N,OC) bf16 = inp (N,C) bf16 . weight (OC,C)^T bf16 + bias (OC) bf16 (bias may be NULL).
+// out (N,OC) floatX = inp (N,C) floatX . weight (OC,C)^T floatX + bias (OC) floatX (bias may be NULL).
 // If gelu_preact_out (N,OC) is not NULL: gelu_preact_out = the above (pre-activation, kept for the
 // backward) and out = gelu(pre-activation), with the cuBLASLt GELU_AUX(_BIAS) epilogue when
 // OC % 8 == 0 and use_gelu_epilogue, otherwise a plain GEMM followed by gelu_forward.
@@ -241,12 +243,12 @@ inline void matmul_forward(floatX* out, const floatX* inp, const floatX* weight,
                            int N, int C, int OC, floatX* gelu_preact_out, const MatmulContext* ctx,
                            bool use_gelu_epilogue = true) {
     if (gelu_preact_out != NULL && !(use_gelu_epilogue && OC % 8 == 0)) {
-        matmul_cublaslt(ctx, gelu_preact_out, CUDA_R_16BF, OC, 0, weight, true, C, 0, inp, false, C, 0,
+        matmul_cublaslt(ctx, gelu_preact_out, cuda_dtype<floatX>(), OC, 0, weight, true, C, 0, inp, false, C, 0,
                         OC, N, C, 1, 1.0f, 0.0f, bias, NULL, 0);
         gelu_forward(out, gelu_preact_out, (size_t)N * OC, ctx->stream);
         return;
     }
-    matmul_cublaslt(ctx, out, CUDA_R_16BF, OC, 0, weight, true, C, 0, inp, false, C, 0,
+    matmul_cublaslt(ctx, out, cuda_dtype<floatX>(), OC, 0, weight, true, C, 0, inp, false, C, 0,
                     OC, N, C, 1, 1.0f, 0.0f, bias, gelu_preact_out, OC);
 }
 
@@ -269,7 +271,7 @@ inline void matmul_backward(floatX* dinp, GradT* dweight, typename nondeduced<Gr
     }
     if (dinp != NULL) {
         // dinp^T (C,N) = weight^T (C,OC) . dout^T (OC,N)
-        matmul_cublaslt(ctx, dinp, CUDA_R_16BF, C, 0, weight, false, C, 0, dout, false, OC, 0,
+        matmul_cublaslt(ctx, dinp, cuda_dtype<floatX>(), C, 0, weight, false, C, 0, dout, false, OC, 0,
                         C, N, OC, 1, 1.0f, 0.0f, NULL, NULL, 0);
         if (gelu_preact != NULL) {
             gelu_backward(dinp, gelu_preact, dinp, (size_t)N * C, ctx->stream);

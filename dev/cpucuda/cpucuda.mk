@@ -2,6 +2,7 @@
 #   make cpucuda      build/cpucuda/{train_gpt2cu,test_gpt2cu} (with MPI when found, like train_gpt2)
 #                     and every dev/cuda harness as build/cpucuda/dev/cuda/<name>
 #   make cpucuda-asan the same harnesses and train_gpt2cu with AddressSanitizer, under build/cpucuda/asan/
+#   make cpucuda-fp32 build/cpucuda/fp32/{train_gpt2cu,test_gpt2cu}: the fp32 build (-DENABLE_FP32, floatX = float)
 # The sources are first copied to build/cpucuda/src/ through cu2cpp.pl (the launch syntax g++ cannot
 # parse); then g++ compiles them with cpucuda.h force-included. No GPU, libcudart, cuBLASLt or NCCL is
 # used: only the toolkit's headers, for the types.
@@ -44,10 +45,14 @@ CPUCUDA_OBJS = $(patsubst $(CPUCUDA_DIR)/%.cpp,$(CPUCUDA_OUT)/obj/%.o,$(CPUCUDA_
 CPUCUDA_ASAN_OBJS = $(patsubst $(CPUCUDA_DIR)/%.cpp,$(CPUCUDA_OUT)/asan/obj/%.o,$(CPUCUDA_RT_SRCS))
 CPUCUDA_UCTX_OBJS = $(patsubst $(CPUCUDA_DIR)/%.cpp,$(CPUCUDA_OUT)/ucontext/obj/%.o,$(CPUCUDA_RT_SRCS))
 
-# the trainer and its test: with MPI when found; the fp32 build (-DENABLE_FP32) beside them
-$(CPUCUDA_OUT)/%gpt2cu $(CPUCUDA_OUT)/fp32/%gpt2cu: $(CPUCUDA_OUT)/src/%gpt2.cu $(CPUCUDA_SRCS) $(CPUCUDA_OBJS)
+# the trainer and its test: with MPI when found; the fp32 build (-DENABLE_FP32) beside them. Two rules,
+# not one with two targets: a pattern rule's targets are all made by one run of its recipe.
+$(CPUCUDA_OUT)/%gpt2cu: $(CPUCUDA_OUT)/src/%gpt2.cu $(CPUCUDA_SRCS) $(CPUCUDA_OBJS)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CPUCUDA_BASE) $(CPUCUDA_OPT) $(if $(findstring /fp32/,$@),-DENABLE_FP32) $(CPUCUDA_MPI) -x c++ $< -x none $(CPUCUDA_OBJS) $(CPUCUDA_MPI_LIBS) -lpthread -o $@
+	$(CXX) $(CPUCUDA_BASE) $(CPUCUDA_OPT) $(CPUCUDA_MPI) -x c++ $< -x none $(CPUCUDA_OBJS) $(CPUCUDA_MPI_LIBS) -lpthread -o $@
+$(CPUCUDA_OUT)/fp32/%gpt2cu: $(CPUCUDA_OUT)/src/%gpt2.cu $(CPUCUDA_SRCS) $(CPUCUDA_OBJS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPUCUDA_BASE) $(CPUCUDA_OPT) -DENABLE_FP32 $(CPUCUDA_MPI) -x c++ $< -x none $(CPUCUDA_OBJS) $(CPUCUDA_MPI_LIBS) -lpthread -o $@
 $(CPUCUDA_OUT)/asan/%gpt2cu: $(CPUCUDA_OUT)/src/%gpt2.cu $(CPUCUDA_SRCS) $(CPUCUDA_ASAN_OBJS)
 	$(CXX) $(CPUCUDA_BASE) $(CPUCUDA_ASAN) $(CPUCUDA_MPI) -x c++ $< -x none $(CPUCUDA_ASAN_OBJS) $(CPUCUDA_MPI_LIBS) -lpthread -o $@
 
@@ -67,7 +72,7 @@ CPUCUDA_ASAN_PROGRAMS = $(CPUCUDA_OUT)/asan/train_gpt2cu $(addprefix $(CPUCUDA_O
 
 cpucuda: $(CPUCUDA_PROGRAMS)
 cpucuda-asan: $(CPUCUDA_ASAN_PROGRAMS)
-cpucuda-fp32: $(CPUCUDA_OUT)/fp32/train_gpt2cu
+cpucuda-fp32: $(CPUCUDA_OUT)/fp32/train_gpt2cu $(CPUCUDA_OUT)/fp32/test_gpt2cu
 cpucuda-ucontext: $(CPUCUDA_OUT)/ucontext/dev/cuda/layernorm_forward
 .PHONY: cpucuda cpucuda-asan cpucuda-fp32 cpucuda-ucontext
 

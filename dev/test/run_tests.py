@@ -25,6 +25,7 @@ SUITES = [
     ("Hugging Face, HellaSwag, plots", [PYTHON, "dev/test/test_hf.py"]),
     ("CUDA trainer", [PYTHON, "dev/test/test_cuda.py"]),
     ("CUDA code on the CPU emulation", [PYTHON, "dev/test/test_cpucuda.py"]),
+    ("CUDA trainer, fp32 build, emulated, vs the CPU trainer", [PYTHON, "dev/test/test_cuda_fp32.py"]),
 ]
 
 

@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""The fp32 build of the CUDA trainer (-DENABLE_FP32, floatX = float) against the CPU trainer.
+
+train_gpt2.cu stores parameters and activations in bf16: its gradients sit ~5e-3 from the exact ones
+(test_gpt2.cu's tolerance is 2.5e-2), so an error of 1e-4 .. 1e-2 in one tensor, say a LayerNorm bias
+gradient, hides in that noise. Built with -DENABLE_FP32, the same program keeps everything in fp32,
+and then it must agree with train_gpt2 (fp32, another implementation of every op) to fp32 precision.
+Here both run on the CPU: train_gpt2, and build/cpucuda/fp32/train_gpt2cu, the CUDA code executed by
+the project's emulation (dev/cpucuda: kernels, the cuBLASLt stand-in with fp32 operands, NCCL over
+MPI). Both binaries are built by make (`make test` depends on them).
+
+Setup: the tiny preset from the same seed (both trainers initialize it with llmc/trainer.h), padded
+SFT rows (prompts masked: valid-target counts differ per micro-step and per rank), T=64, B=2, K=2,
+3 AdamW steps with weight decay and clipping, at P=1 and at P=2 under mpirun (the CUDA trainer through
+its NCCL back end, emulated over MPI; the CPU trainer through its MPI back end).
+
+Checks, at each P:
+  - every window's dumped gradient (-dump_grads, doc/formats.md), per tensor and per layer (ln1b of
+    layer 0 is its own tensor): ||a - b|| / ||b|| <= 1e-5; the worst tensor is printed;
+  - the loss of every step: relative difference <= 1e-5;
+  - at P=1, the checkpoint written after the last step is the fp32 format (version 3) and its
+    parameters match train_gpt2's: ||dp|| / ||p|| <= 1e-6.
+And that the 1e-5 comparison has teeth:
+  - the bf16 build (build/cpucuda/train_gpt2cu) on the same first window is NOT within 1e-5 in any
+    tensor (measured 2.2e-3 .. 7.1e-3, bf16 rounding), yet within test_gpt2.cu's bf16 tolerance 2.5e-2;
+  - a 1e-4 relative error put into one tensor of train_gpt2's gradient (layer 0's ln1b) is caught by
+    the fp32 comparison, while in the bf16 build's figure for that tensor it is invisible;
+  - -grad_bf16 1 is refused by the fp32 build with one line.
+
+Tolerances. Two fp32 programs that sum in different orders differ by a few ulps per sum (2^-24 =
+6e-8 each), growing like sqrt(terms): measured 2.1e-6 .. 3.1e-6 for the worst tensor of each window
+(P=1 and P=2), so 1e-5 leaves a factor ~3 while a wrong term anywhere (a missing 1/N, a bias, a transposed
+operand, a kernel reading 8 floats where 4 are packed) is orders of magnitude larger. One setting
+serves that bound: AdamW's eps is 1e-5, not 1e-8. AdamW's first step moves a parameter by
+lr * g / (|g| + eps): for the few elements whose gradient is a cancellation of order eps (an fcproj
+weight with |g| ~ 1e-8 after clipping, whose last digits are rounding noise), eps = 1e-8 turns a
+20% difference of two roundings into a 4e-5 difference of the weight, and the next windows'
+gradients then differ by 5e-5 (measured) from a parameter difference, not from a gradient error.
+With eps = 1e-5 the update is a smooth function of g for those elements (|d update / dg| <= lr/eps)
+and unchanged (~lr * sign(g)) for every gradient much larger than 1e-5. The parameters after 3 steps
+agree to ~1e-7 relative; 1e-6 is the bound of dev/test/test_mpi.py for the same reason.
+"""
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "data"))
+import formats  # noqa: E402
+from harness import BUILD, MPI_ENV, REPO, Checks, ensure_synthetic, run, step_losses, tail  # noqa: E402
+
+GRAD_TOL = 1e-5           # per tensor, fp32 vs fp32
+LOSS_TOL = 1e-5           # relative, per step
+PARAM_TOL = 1e-6          # whole parameter vector after the last step
+BF16_TOL = 2.5e-2         # test_gpt2.cu's per-tensor tolerance of the bf16 build
+INJECTED = 1e-4           # the error put into one tensor to show the comparison sees it
+STEPS = 3
+
+checks = Checks()
+t_start = time.time()
+FP32 = os.path.join(REPO, "build", "cpucuda", "fp32", "train_gpt2cu")
+BF16 = os.path.join(REPO, "build", "cpucuda", "train_gpt2cu")
+for path, what in ((FP32, "make build/cpucuda/fp32/train_gpt2cu (make cpucuda-fp32)"),
+                   (BF16, "make build/cpucuda/train_gpt2cu")):
+    if not checks.check(os.access(path, os.X_OK), f"{os.path.relpath(path, REPO)} built", what):
+        checks.exit()
+
+work = os.path.join(BUILD, "cuda_fp32")
+shutil.rmtree(work, ignore_errors=True)
+os.makedirs(work)
+train = os.path.join(ensure_synthetic(), "synthetic_train_000000.bin")
+COMMON = ["-e", "tiny", "-seed", "1337", "-i", train, "-j", "", "-pad", "1", "-t", "64", "-b", "2", "-k", "2",
+          "-s", "0", "-v", "0", "-l", "1e-3", "-c", "0.1", "-clip", "1.0", "-eps", "1e-5"]
+
+
+def tensors(config):
+    """(name, offset, count) of every tensor, the per-layer ones split by layer: ln1b[0], ln1b[1], ..."""
+    out, off, L = [], 0, config["num_layers"]
+    for name, n in formats.parameter_tensors(config):
+        per_layer = name not in ("wte", "wpe", "lnfw", "lnfb")
+        parts = L if per_layer else 1
+        for l in range(parts):
+            out.append((f"{name}[{l}]" if per_layer else name, off + l * (n // parts), n // parts))
+        off += n
+    return out
+
+
+def train_run(name, binary, P, steps=STEPS, extra=()):
+    """Runs one trainer at P ranks; returns dict(losses, grads (windows, params), stdout) or None."""
+    dump = os.path.join(work, name.replace(" ", "_").replace("=", "") + ".grads")
+    cmd = [binary] + COMMON + ["-x", str(steps), "-dump_grads", dump] + list(extra)
+    env = None
+    if P > 1:
+        cmd = ["mpirun", "-np", str(P), "--oversubscribe"] + cmd
+        env = dict(MPI_ENV, OMP_NUM_THREADS="1")
+    t0 = time.time()
+    rc, so, se = run(cmd, env=env, timeout=600)
+    if not checks.check(rc == 0, f"{name} runs", f"{time.time() - t0:.0f} s" if rc == 0 else tail(se)):
+        return None
+    return dict(losses=step_losses(so), grads=np.fromfile(dump, dtype=np.float32), stdout=so)
+
+
+def tensor_errors(a, b, layout):
+    """[(||a - b|| / ||b||, name)] per tensor, computed in float64."""
+    out = []
+    for name, off, n in layout:
+        x, y = a[off:off + n].astype(np.float64), b[off:off + n].astype(np.float64)
+        ref = np.linalg.norm(y)
+        out.append((np.linalg.norm(x - y) / (ref if ref > 0 else 1.0), name))
+    return out
+
+
+config = None
+layout = None
+num_params = None
+
+
+def compare(label, got, ref):
+    """Every window's every tensor and every step's loss; returns the per-window tensor errors."""
+    if got is None or ref is None:
+        return None
+    same_shape = got["grads"].size == ref["grads"].size == STEPS * num_params
+    windows = [tensor_errors(a, b, layout) for a, b in
+               zip(got["grads"].reshape(-1, num_params), ref["grads"].reshape(-1, num_params))] if same_shape else []
+    worst = [max(w) for w in windows]
+    overall = max(worst) if worst else (float("nan"), "?")
+    checks.check(same_shape and overall[0] <= GRAD_TOL, f"{label}: every tensor of every window's gradient",
+                 f"worst ||dg||/||g|| = {overall[0]:.2e} in {overall[1]} (tolerance {GRAD_TOL:.0e}); per window: "
+                 + ", ".join(f"{e:.2e} ({n})" for e, n in worst) + f"; {len(layout)} tensors x {len(windows)} windows")
+    la, lb = got["losses"], ref["losses"]
+    l_err = max((abs(a - b) / abs(b) for a, b in zip(la, lb)), default=float("nan"))
+    checks.check(len(la) == len(lb) == STEPS and l_err <= LOSS_TOL, f"{label}: loss trajectory",
+                 f"max relative |dloss| = {l_err:.1e} (tolerance {LOSS_TOL:.0e}): {la} vs train_gpt2 {lb}")
+    return windows
+
+
+# --- P = 1 ----------------------------------------------------------------------------------------
+cpu1 = train_run("train_gpt2 P=1", "./train_gpt2", 1, extra=["-o", os.path.join(work, "cpu1"), "-n", str(STEPS)])
+fp1 = train_run("fp32 train_gpt2cu P=1", FP32, 1, extra=["-o", os.path.join(work, "fp1"), "-n", str(STEPS)])
+if cpu1 is None or fp1 is None:
+    checks.exit()
+ckpt = f"model_{STEPS:08d}.bin"
+config, p_cpu = formats.read_model(os.path.join(work, "cpu1", ckpt))
+layout = tensors(config)
+num_params = sum(n for _, n in formats.parameter_tensors(config))
+fp_windows = compare("fp32 train_gpt2cu vs train_gpt2, P=1", fp1, cpu1)
+
+with open(os.path.join(work, "fp1", ckpt), "rb") as f:
+    version = int(np.frombuffer(f.read(8), dtype=np.int32)[1])
+_, p_fp = formats.read_model(os.path.join(work, "fp1", ckpt))
+p_err = np.linalg.norm(p_fp.astype(np.float64) - p_cpu) / np.linalg.norm(p_cpu.astype(np.float64)) \
+    if p_fp.size == p_cpu.size else float("nan")
+checks.check(version == formats.MODEL_VERSION_FP32 and p_err <= PARAM_TOL,
+             f"fp32 train_gpt2cu checkpoint after {STEPS} steps",
+             f"version {version} (fp32 is {formats.MODEL_VERSION_FP32}); ||dp||/||p|| = {p_err:.2e} vs train_gpt2's "
+             f"(tolerance {PARAM_TOL:.0e})")
+
+# --- P = 2 (mpirun): NCCL over MPI for the CUDA trainer, the MPI back end for the CPU trainer -------
+if shutil.which("mpirun") is None:
+    checks.skip("fp32 train_gpt2cu vs train_gpt2, P=2", "mpirun not found (Debian: apt install openmpi-bin libopenmpi-dev)")
+else:
+    cpu2 = train_run("train_gpt2 P=2", "./train_gpt2", 2)
+    fp2 = train_run("fp32 train_gpt2cu P=2", FP32, 2)
+    compare("fp32 train_gpt2cu vs train_gpt2, P=2", fp2, cpu2)
+
+# --- teeth ----------------------------------------------------------------------------------------
+# The bf16 build on the first window only (later windows also differ by its stochastic rounding).
+bf = train_run("bf16 train_gpt2cu P=1, 1 step", BF16, 1, steps=1)
+if bf is not None and fp_windows is not None:
+    g_cpu = cpu1["grads"].reshape(-1, num_params)[0]
+    bf_errors = tensor_errors(bf["grads"][:num_params], g_cpu, layout)
+    bf_worst, bf_best = max(bf_errors), min(bf_errors)
+    checks.check(bf_best[0] > GRAD_TOL and bf_worst[0] <= BF16_TOL,
+                 "bf16 train_gpt2cu is NOT within the fp32 tolerance (the comparison has teeth)",
+                 f"window 1, every tensor > {GRAD_TOL:.0e}: best {bf_best[0]:.2e} ({bf_best[1]}), worst {bf_worst[0]:.2e} "
+                 f"({bf_worst[1]}), within the bf16 tolerance {BF16_TOL:.1e}; the fp32 build's worst {max(fp_windows[0])[0]:.2e}")
+
+    # A small error in one tensor: seen against the fp32 build, lost in the bf16 build's noise.
+    name, off, n = next(t for t in layout if t[0] == "ln1b[0]")
+    g_bad = g_cpu.astype(np.float64)
+    g_bad[off:off + n] *= 1.0 + INJECTED
+    g_fp = fp1["grads"].reshape(-1, num_params)[0]
+    seen = dict((k, e) for e, k in tensor_errors(g_fp, g_bad, layout))[name]
+    bf_clean = dict((k, e) for e, k in bf_errors)[name]
+    bf_seen = dict((k, e) for e, k in tensor_errors(bf["grads"][:num_params], g_bad, layout))[name]
+    checks.check(seen > GRAD_TOL and max(e for e, k in tensor_errors(g_fp, g_bad, layout) if k != name) <= GRAD_TOL,
+                 f"a {INJECTED:.0e} error in {name}'s gradient is caught by the fp32 comparison",
+                 f"fp32 build vs the altered reference: {name} {seen:.2e} > {GRAD_TOL:.0e}, every other tensor within; "
+                 f"the bf16 build reads {bf_seen:.2e} for it with or without the error ({bf_clean:.2e})")
+
+rc, so, se = run([FP32] + COMMON + ["-x", "1", "-grad_bf16", "1"])
+lines = [l for l in se.strip().splitlines() if l]
+checks.check(rc != 0 and len(lines) == 1 and "fp32 build" in lines[0], "fp32 train_gpt2cu refuses -grad_bf16 1",
+             f"exit {rc}: {lines}")
+print(f"     test_cuda_fp32.py took {time.time() - t_start:.0f} s")
+checks.exit()
