@@ -122,6 +122,7 @@ typedef struct {
     size_t num_params, shard_size;  // S = ceil(num_params / P); parameter and gradient buffers hold S*P
     int rank, world;
     DType grad_type;                // DTYPE_F32 or DTYPE_BF16
+    int fuse_gelu;                  // 1: the MLP's GELU in the matmul's cuBLASLt epilogue (-fuse_gelu)
     floatX* params_memory;          // (S*P) bf16, padding zero
     ParameterViews<floatX> params;
     void* grads_memory;             // (S*P) of grad_type
@@ -189,6 +190,7 @@ static void gpt2_build(GPT2* m, const GPT2Config* c, const float* init_params, i
     m->rank = rank;
     m->world = world;
     m->grad_type = grad_type;
+    m->fuse_gelu = 1;
     m->num_params = gpt2_num_parameters(c);
     m->shard_size = (m->num_params + world - 1) / world;
     size_t padded = m->shard_size * world;
@@ -293,7 +295,7 @@ static void gpt2_forward(GPT2* m, const int* inputs, const int* targets) {
         fused_residual_layernorm_forward(residual2, ln2, a->ln2_mean + l * BT, a->ln2_rstd + l * BT, residual, scratch,
                                          p->ln2w + l * C, p->ln2b + l * C, BT, C, s);
         // MLP: fch = ln2 . fcw^T + fcb (kept), fch_gelu = gelu(fch); residual3 = residual2 + fch_gelu . fcprojw^T + b
-        matmul_forward(fch_gelu, ln2, p->fcw + l * 4 * CC, p->fcb + l * 4 * C, BT, C, 4 * C, fch, mm);
+        matmul_forward(fch_gelu, ln2, p->fcw + l * 4 * CC, p->fcb + l * 4 * C, BT, C, 4 * C, fch, mm, m->fuse_gelu != 0);
         matmul_forward(scratch, fch_gelu, p->fcprojw + l * 4 * CC, p->fcprojb + l * C, BT, 4 * C, C, NULL, mm);
         // the next LayerNorm (layer l+1's ln1, or the final one) fused with the residual add
         int last = l == L - 1;
@@ -634,6 +636,7 @@ int main(int argc, char** argv) {
     GPT2 model;
     gpt2_build(&model, &config, init, opt.B, opt.T, comm.rank, comm.world, opt.zero_stage, opt.sync_each_microstep, grad_type);
     free(init);
+    model.fuse_gelu = opt.fuse_gelu;
     comm_nccl_set_compute_stream(&comm, model.stream);
     if (comm.rank == 0) {
         gpt2_print_config(&config, model.num_params);
