@@ -128,6 +128,12 @@ static WindowResult train_window(Trainable* tr, DataLoader* loader, Comm* c, con
     memset(&r, 0, sizeof(r));
     size_t S = tr->shard_size;
     size_t BT = (size_t)tr->B * tr->T;
+    // The per-micro-step reduce-scatter leaves each rank only its shard of the gradient, which the
+    // replicated optimizer (-z 0, AdamW over the whole buffer) cannot use: refuse here, not only in the flags.
+    if (o->sync_each_microstep && o->zero_stage != 1)
+        die("-sync_each_microstep 1 needs the sharded optimizer (-z 1): with -z 0 every rank updates all parameters from the full gradient");
+    if (o->sync_each_microstep && tr->grad_shard_acc == NULL)
+        die("internal: -sync_each_microstep 1 but the model has no shard accumulator (grad_shard_acc)");
 
     // 1. K micro-steps: forward, backward, gradients summed into tr->grads. No communication
     //    (except with -sync_each_microstep, which trades K reduce-scatters for the grads memory).
