@@ -32,6 +32,8 @@ typedef struct {
     int sync_each_microstep;
     int grad_bf16;              // GPU only: bf16 gradient buffer instead of fp32
     int fuse_gelu;              // GPU only: 1 fuses the MLP's GELU into the matmul (cuBLASLt epilogue)
+    int plan;                   // GPU only: 1 prints the memory per GPU and exits, with no CUDA call
+    int plan_world;             // P for -plan; 0: the mpirun world
     // evaluation, sampling, checkpoints
     int val_every, val_steps, sample_every, gen_T;
     int ckpt_every;
@@ -75,6 +77,8 @@ static const ArgSpec TRAIN_ARGS[] = {
     ARG("-z", ARG_INT, zero_stage, "1", "1: sharded optimizer (ZeRO-1), 0: all-reduce and replicated optimizer"),
     ARG("-sync_each_microstep", ARG_INT, sync_each_microstep, "0", "1: reduce-scatter every micro-step into a shard accumulator (more communication, not less memory)"),
     ARG("-grad_bf16", ARG_INT, grad_bf16, "0", "GPU: 1 keeps the gradient buffer in bf16 (default fp32)"),
+    ARG("-plan", ARG_INT, plan, "0", "GPU: 1 prints the memory per GPU of this configuration, buffer by buffer, and exits (no GPU needed)"),
+    ARG("-plan_world", ARG_INT, plan_world, "0", "GPU: the number of GPUs P for -plan; 0 for the mpirun world"),
     ARG("-fuse_gelu", ARG_INT, fuse_gelu, "1", "GPU: 1 fuses the GELU into the matmul (cuBLASLt epilogue, plain matmul + GELU kernel if it has none), 0 never"),
     ARG("-v", ARG_INT, val_every, "20", "validation every this many steps, 0 for never"),
     ARG("-m", ARG_INT, val_steps, "20", "validation batches of B rows per rank per evaluation"),
@@ -157,6 +161,8 @@ static void parse_args(TrainOptions* o, int argc, char** argv) {
     snprintf(text, sizeof(text), "%d", o->sync_each_microstep);
     require(o->sync_each_microstep == 0 || o->sync_each_microstep == 1, "-sync_each_microstep", "0 or 1", text);
     snprintf(text, sizeof(text), "%d", o->grad_bf16); require(o->grad_bf16 == 0 || o->grad_bf16 == 1, "-grad_bf16", "0 or 1", text);
+    snprintf(text, sizeof(text), "%d", o->plan); require(o->plan == 0 || o->plan == 1, "-plan", "0 or 1", text);
+    snprintf(text, sizeof(text), "%d", o->plan_world); require(o->plan_world >= 0, "-plan_world", "a non-negative integer", text);
     snprintf(text, sizeof(text), "%d", o->fuse_gelu); require(o->fuse_gelu == 0 || o->fuse_gelu == 1, "-fuse_gelu", "0 or 1", text);
     snprintf(text, sizeof(text), "%g", o->lr); require(o->lr >= 0.0f, "-l", "a non-negative number", text);
     snprintf(text, sizeof(text), "%d", o->val_steps); require(o->val_steps > 0, "-m", "a positive integer", text);

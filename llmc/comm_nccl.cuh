@@ -132,6 +132,7 @@ static void nccl_settle(Comm* c) {
 // ----------------------------------------------------------------------------
 // collectives (device buffers)
 
+// in place when recv == send + rank * n (NCCL's in-place form; train_gpt2.cu's shard is its slice)
 static void nccl_reduce_scatter(Comm* c, const void* send, void* recv, size_t n, DType t) {
     NcclState* s = nccl_state(c);
     s->last_op = "reduce-scatter";

@@ -43,7 +43,7 @@ struct Trainable {
     DType grad_type, param_type;
     void* params;               // (S*P) what forward reads; all-gathered after the update
     void* grads;                // (S*P) summed (not averaged) gradient of this rank's micro-steps
-    void* grad_shard;           // (S) this rank's reduce-scatter result (ZeRO-1)
+    void* grad_shard;           // (S) this rank's reduce-scatter result (ZeRO-1); may be grads + rank*S (in place)
     void* grad_shard_acc;       // (S) sum of per-micro-step shards with sync-each-micro-step, else NULL
     size_t opt_offset, opt_count;  // the parameter range this rank's optimizer owns
     double peak_flops;          // of the device, for MFU; 0 = unknown or not applicable

@@ -22,6 +22,7 @@ SUITES = [
     ("distributed window (MPI)", [PYTHON, "dev/test/test_mpi.py"]),
     ("SFT rows and exact accumulation", [PYTHON, "dev/test/test_sft.py"]),
     ("CUDA trainer", [PYTHON, "dev/test/test_cuda.py"]),
+    ("CUDA trainer on the CPU emulation: -plan, GELU fallback, in-place reduce-scatter", [PYTHON, "dev/test/test_cuda_plan.py"]),
 ]
 
 
