@@ -162,7 +162,7 @@ static void single_noop(Comm* c) { (void)c; }
 
 static const CommBackend COMM_SINGLE = {
     "single", single_reduce_scatter, single_all_reduce, single_all_gather, single_scalars,
-    single_broadcast, single_noop, single_noop, single_noop };
+    single_broadcast, single_noop, single_noop, single_noop, NULL };
 
 static void comm_init_single(Comm* c) {
     memset(c, 0, sizeof(*c));
@@ -220,7 +220,7 @@ static void mpi_finalize(Comm* c) { (void)c; MPI_Finalize(); }
 
 static const CommBackend COMM_MPI = {
     "mpi", mpi_reduce_scatter, mpi_all_reduce, mpi_all_gather, mpi_scalars,
-    mpi_broadcast, mpi_barrier, single_noop, mpi_finalize };
+    mpi_broadcast, mpi_barrier, single_noop, mpi_finalize, NULL };
 
 // Rank within the node, from a communicator split by shared memory.
 static int mpi_local_rank(void) {
