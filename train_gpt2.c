@@ -952,6 +952,7 @@ int main(int argc, char** argv) {
     TrainOptions opt;
     parse_args(&opt, argc, argv);
     if (opt.grad_bf16) die("flag -grad_bf16 is for train_gpt2cu: the CPU trainer keeps fp32 gradients");
+    if (opt.plan) die("flag -plan is for train_gpt2cu: it prints the GPU memory plan");
     GPT2Config config;
     float* init = load_initial_parameters(&opt, &config);
     GPT2 model;

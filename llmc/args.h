@@ -169,6 +169,7 @@ static void parse_args(TrainOptions* o, int argc, char** argv) {
     snprintf(text, sizeof(text), "%d", o->gen_T); require(o->gen_T > 0, "-g", "a positive integer", text);
     int ways = (o->total_batch != -1) + (o->K != -1) + (o->k_schedule[0] != '\0');
     if (ways > 1) die("flags -d, -k and -k_schedule each set K: give at most one");
+    if (o->plan_world > 0 && !o->plan) die("flag -plan_world needs -plan 1");
     if (o->sync_each_microstep && o->zero_stage == 0) die("flag -sync_each_microstep 1 needs the sharded optimizer (-z 1)");
     if (o->ckpt_every > 0 && o->out_dir[0] == '\0') die("flag -n needs an output directory (-o)");
     if (o->resume && o->out_dir[0] == '\0') die("flag -y 1 needs the output directory (-o) to resume from");

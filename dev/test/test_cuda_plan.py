@@ -33,9 +33,9 @@ QUIET = ["-s", "0", "-v", "0", "-i", TRAIN]
 MPIRUN = ["mpirun", "--oversubscribe", "-np", "2"]
 
 
-def plan(args, cmd=None):
+def plan(args, cmd=None, mpi=False):
     """(exit code, {line name: bytes}, total bytes or None, config dict or None, output)"""
-    rc, so, se = run((cmd or [EMU]) + ["-plan", "1"] + args)
+    rc, so, se = run((MPIRUN if mpi else []) + (cmd or [EMU]) + ["-plan", "1"] + args, env=MPI_ENV if mpi else None)
     lines = {}
     for m in re.finditer(r"^plan: (.+?)\s+[0-9.]+ MiB\s+(\d+) bytes", so, re.M):
         lines[m.group(1).strip()] = int(m.group(2))
@@ -61,15 +61,16 @@ def gpt2_parameters(c):
     return c["Vp"] * C + c["maxT"] * C + L * (12 * C * C + 13 * C) + 2 * C
 
 
-# 1. The plan's total equals the emulated trainer's allocation, for the same configuration.
+# 1. The plan's total equals the emulated trainer's allocation, for the same configuration. The trainer
+#    runs under mpirun for P=2; the plan takes P from -plan_world, or from mpirun's world (plan_mpi).
 CASES = [
-    ("P=1", ["-e", "tiny", "-b", "2", "-t", "64"], False),
-    ("P=2 (mpirun; -plan_world 2)", ["-e", "tiny", "-b", "2", "-t", "32"], True),
-    ("-sync_each_microstep 1 -grad_bf16 1", ["-e", "tiny", "-b", "1", "-t", "64", "-sync_each_microstep", "1", "-grad_bf16", "1"], False),
-    ("-z 0, P=2", ["-e", "tiny", "-b", "2", "-t", "64", "-z", "0"], True),
+    ("P=1", ["-e", "tiny", "-b", "2", "-t", "64"], False, False),
+    ("P=2 (-plan_world 2)", ["-e", "tiny", "-b", "2", "-t", "32"], True, False),
+    ("-sync_each_microstep 1 -grad_bf16 1", ["-e", "tiny", "-b", "1", "-t", "64", "-sync_each_microstep", "1", "-grad_bf16", "1"], False, False),
+    ("-z 0, P=2 (plan under mpirun)", ["-e", "tiny", "-b", "2", "-t", "64", "-z", "0"], True, True),
 ]
-for name, args, mpi in CASES:
-    prc, lines, total, cfg, out = plan(args + (["-plan_world", "2"] if mpi else []))
+for name, args, mpi, plan_mpi in CASES:
+    prc, lines, total, cfg, out = plan(args + (["-plan_world", "2"] if mpi and not plan_mpi else []), mpi=plan_mpi)
     got, err = reported(args, mpi)
     checks.check(prc == 0 and total is not None and got == total, f"-plan total = allocated bytes, {name}",
                  f"plan {total}, trainer {got}" if prc == 0 else tail(out))
@@ -104,6 +105,7 @@ else:
 # 3. Bad input: one line naming the flag, exit 1.
 for name, args, flag in [("-plan_world -1", ["-plan_world", "-1"], "-plan_world"),
                          ("-plan 2", ["-plan", "2"], "-plan"),
+                         ("-plan_world 2 without -plan 1", ["-plan_world", "2"], "-plan_world"),
                          ("-e of no file", ["-plan", "1", "-e", os.path.join(BUILD, "no_such_model.bin")], "-e")]:
     rc, so, se = run([EMU] + args)
     lines = [l for l in se.strip().splitlines() if l]
