@@ -963,6 +963,7 @@ int main(int argc, char** argv) {
     TrainOptions opt;
     parse_args_on_every_rank(&opt, argc, argv, &comm);
     if (opt.grad_bf16) die("flag -grad_bf16 is for train_gpt2cu: the CPU trainer keeps fp32 gradients");
+    if (opt.plan) die("flag -plan is for train_gpt2cu: it prints the GPU memory plan");
     GPT2Config config;
     float* init = load_initial_parameters(&opt, &config, &comm);
     GPT2 model;

@@ -96,6 +96,9 @@ static_assert(sizeof(ParameterViews<floatX>) == NUM_PARAMETER_TENSORS * sizeof(v
 
 #define ACT_FIELD_(name, type, numel) type* name;
 typedef struct { GPU_ACTIVATIONS(ACT_FIELD_) } Activations;
+#define ACT_NAME_(name, type, numel) #name,
+static const char* const ACTIVATION_NAMES[] = { GPU_ACTIVATIONS(ACT_NAME_) };
+#define NUM_ACTIVATIONS ((int)(sizeof(ACTIVATION_NAMES) / sizeof(ACTIVATION_NAMES[0])))
 
 #define ACT_ALIGN 256   // bytes: every buffer starts 256-byte aligned (128-bit loads, cuBLASLt)
 static size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
@@ -103,16 +106,20 @@ static size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 // In the backward the output scratch holds dqkvr (3*BT*C) and, after it, datt (B*NH*T*T).
 static size_t datt_offset(size_t BT, size_t C) { return align_up(3 * BT * C, 128); }
 
-// Points a at base (NULL: only counts) and returns the bytes needed.
-static size_t point_activations(Activations* a, char* base, const GPT2Config* c, int B_, int T_) {
+// Points a at base (NULL: only counts) and returns the bytes needed; each (NUM_ACTIVATIONS), if not
+// NULL, receives every buffer's bytes (with its alignment padding), in table order.
+static size_t point_activations(Activations* a, char* base, const GPT2Config* c, int B_, int T_, size_t* each = NULL) {
     size_t B = (size_t)B_, T = (size_t)T_, BT = B * T, C = (size_t)c->channels, NH = (size_t)c->num_heads;
     size_t L = (size_t)c->num_layers, Vp = (size_t)c->padded_vocab_size;
     size_t OUT = BT * Vp;
     size_t backward_scratch = datt_offset(BT, C) + B * NH * T * T;
     if (backward_scratch > OUT) OUT = backward_scratch;
     size_t offset = 0;
+    int index = 0;
 #define ACT_POINT_(name, type, numel) \
-    a->name = base ? (type*)(base + offset) : NULL; offset += align_up((size_t)(numel) * sizeof(type), ACT_ALIGN);
+    a->name = base ? (type*)(base + offset) : NULL; \
+    if (each) each[index] = align_up((size_t)(numel) * sizeof(type), ACT_ALIGN); \
+    index++; offset += align_up((size_t)(numel) * sizeof(type), ACT_ALIGN);
     GPU_ACTIVATIONS(ACT_POINT_)
 #undef ACT_POINT_
     return offset;
@@ -127,10 +134,11 @@ typedef struct {
     size_t num_params, shard_size;  // S = ceil(num_params / P); parameter and gradient buffers hold S*P
     int rank, world;
     DType grad_type;                // DTYPE_F32 or DTYPE_BF16
+    int fuse_gelu;                  // 1: the MLP's GELU in the matmul's cuBLASLt epilogue (-fuse_gelu)
     floatX* params_memory;          // (S*P) bf16, padding zero
     ParameterViews<floatX> params;
     void* grads_memory;             // (S*P) of grad_type
-    void* grad_shard;               // (S)
+    void* grad_shard;               // (S) this rank's slice of grads_memory: the reduce-scatter is in place
     void* grad_shard_acc;           // (S) with -sync_each_microstep, else NULL
     size_t opt_offset, opt_count;   // this rank's optimizer range of the parameter buffer
     float* master;                  // (opt_count) fp32 master weights of that range
@@ -155,6 +163,54 @@ typedef struct {
 static size_t device_bytes_total(const GPT2* m) {
     return m->bytes_params + m->bytes_grads + m->bytes_opt + m->bytes_acts + m->bytes_other;
 }
+
+// ----------------------------------------------------------------------------
+// The device memory of one rank, buffer by buffer: gpt2_build allocates exactly these sizes, and
+// -plan prints them without touching a GPU. Bytes.
+
+typedef struct {
+    size_t shard_size;                // S = ceil(num_params / P)
+    size_t opt_offset, opt_count;     // this rank's optimizer range: (rank*S, S) with -z 1, (0, S*P) with -z 0
+    size_t params;                    // (S*P) bf16
+    size_t grads;                     // (S*P) grad_type; rank r's shard is its slice r (in-place reduce-scatter)
+    size_t grad_shard_acc;            // (S) grad_type with -sync_each_microstep, else 0
+    size_t master, adam_m, adam_v;    // (opt_count) fp32 each
+    size_t acts[NUM_ACTIVATIONS];     // each activation buffer, as point_activations lays them out
+    size_t acts_total;
+    size_t workspace;                 // cuBLASLt workspace (and matmul_backward's bias partial sums)
+    size_t inputs, targets, scalar, norm_scratch, ln_scratch;
+} MemoryPlan;
+
+static MemoryPlan gpt2_memory_plan(const GPT2Config* c, int B, int T, int rank, int world, int zero_stage,
+                                   int sync_each_microstep, DType grad_type) {
+    MemoryPlan p;
+    memset(&p, 0, sizeof(p));
+    size_t num_params = gpt2_num_parameters(c);
+    p.shard_size = (num_params + world - 1) / world;
+    size_t padded = p.shard_size * world, gsize = dtype_size(grad_type), BT = (size_t)B * T;
+    p.opt_offset = zero_stage == 1 ? (size_t)rank * p.shard_size : 0;
+    p.opt_count = zero_stage == 1 ? p.shard_size : padded;
+    p.params = padded * sizeof(floatX);
+    p.grads = padded * gsize;
+    p.grad_shard_acc = sync_each_microstep ? p.shard_size * gsize : 0;
+    p.master = p.adam_m = p.adam_v = p.opt_count * sizeof(float);
+    Activations none;
+    p.acts_total = point_activations(&none, NULL, c, B, T, p.acts);
+    p.workspace = MATMUL_WORKSPACE_BYTES;
+    p.inputs = p.targets = BT * sizeof(int);
+    p.scalar = sizeof(double);
+    p.norm_scratch = GLOBAL_NORM_MAX_BLOCKS * sizeof(float);
+    p.ln_scratch = layernorm_backward_scratch_bytes(c->channels);
+    return p;
+}
+
+// the plan's groups, as the memory report names them
+static size_t plan_grads(const MemoryPlan* p) { return p->grads + p->grad_shard_acc; }
+static size_t plan_opt(const MemoryPlan* p) { return p->master + p->adam_m + p->adam_v; }
+static size_t plan_other(const MemoryPlan* p) {
+    return p->workspace + p->inputs + p->targets + p->scalar + p->norm_scratch + p->ln_scratch;
+}
+static size_t plan_total(const MemoryPlan* p) { return p->params + plan_grads(p) + plan_opt(p) + p->acts_total + plan_other(p); }
 
 // cudaMalloc that names what it was allocating when the GPU is full, and counts the bytes.
 static void* gpu_alloc(GPT2* m, size_t bytes, size_t* counter, const char* what) {
@@ -228,37 +284,38 @@ static void gpt2_build(GPT2* m, const GPT2Config* c, const float* init_params, i
 #ifdef ENABLE_FP32
     if (grad_type != DTYPE_F32) die("the fp32 build (-DENABLE_FP32) keeps fp32 gradients: -grad_bf16 1 is not available");
 #endif
+    m->fuse_gelu = 1;
     m->num_params = gpt2_num_parameters(c);
-    m->shard_size = (m->num_params + world - 1) / world;
-    size_t padded = m->shard_size * world;
-    size_t gsize = dtype_size(grad_type);
+    MemoryPlan plan = gpt2_memory_plan(c, B, T, rank, world, zero_stage, sync_each_microstep, grad_type);
+    m->shard_size = plan.shard_size;
     cudaCheck(cudaStreamCreate(&m->stream));
     cudaCheck(cudaEventCreateWithFlags(&m->scalar_ready, cudaEventDisableTiming));
-    m->mm = matmul_context_create(m->stream, MATMUL_WORKSPACE_BYTES);
-    m->bytes_other += MATMUL_WORKSPACE_BYTES;
+    m->mm = matmul_context_create(m->stream, plan.workspace);
+    m->bytes_other += plan.workspace;
 
-    m->params_memory = (floatX*)gpu_alloc(m, padded * sizeof(floatX), &m->bytes_params, "the " FLOATX_NAME " parameters");
+    m->params_memory = (floatX*)gpu_alloc(m, plan.params, &m->bytes_params, "the " FLOATX_NAME " parameters");
     gpt2_point_views(&m->params, m->params_memory, sizeof(floatX), c);
-    m->grads_memory = gpu_alloc(m, padded * gsize, &m->bytes_grads, "the gradient buffer");
-    m->grad_shard = gpu_alloc(m, m->shard_size * gsize, &m->bytes_grads, "the gradient shard");
+    m->grads_memory = gpu_alloc(m, plan.grads, &m->bytes_grads, "the gradient buffer");
+    // The reduce-scatter leaves rank r's shard where NCCL's in-place form puts it, in slice r of the
+    // buffer it sums (recvbuff == sendbuff + r * S): no separate shard buffer.
+    m->grad_shard = (char*)m->grads_memory + (size_t)rank * m->shard_size * dtype_size(grad_type);
     if (sync_each_microstep)
-        m->grad_shard_acc = gpu_alloc(m, m->shard_size * gsize, &m->bytes_grads, "the gradient shard accumulator");
-    m->opt_offset = zero_stage == 1 ? (size_t)rank * m->shard_size : 0;
-    m->opt_count = zero_stage == 1 ? m->shard_size : padded;
-    m->master = (float*)gpu_alloc(m, m->opt_count * sizeof(float), &m->bytes_opt, "the fp32 master weights");
-    m->m_memory = (float*)gpu_alloc(m, m->opt_count * sizeof(float), &m->bytes_opt, "AdamW's m");
-    m->v_memory = (float*)gpu_alloc(m, m->opt_count * sizeof(float), &m->bytes_opt, "AdamW's v");
+        m->grad_shard_acc = gpu_alloc(m, plan.grad_shard_acc, &m->bytes_grads, "the gradient shard accumulator");
+    m->opt_offset = plan.opt_offset;
+    m->opt_count = plan.opt_count;
+    m->master = (float*)gpu_alloc(m, plan.master, &m->bytes_opt, "the fp32 master weights");
+    m->m_memory = (float*)gpu_alloc(m, plan.adam_m, &m->bytes_opt, "AdamW's m");
+    m->v_memory = (float*)gpu_alloc(m, plan.adam_v, &m->bytes_opt, "AdamW's v");
 
-    size_t act_bytes = point_activations(&m->acts, NULL, c, B, T);
-    m->acts_memory = (char*)gpu_alloc(m, act_bytes, &m->bytes_acts, "the activations");
+    m->acts_memory = (char*)gpu_alloc(m, plan.acts_total, &m->bytes_acts, "the activations");
     point_activations(&m->acts, m->acts_memory, c, B, T);
 
     size_t BT = (size_t)B * T;
-    m->inputs = (int*)gpu_alloc(m, BT * sizeof(int), &m->bytes_other, "the inputs");
-    m->targets = (int*)gpu_alloc(m, BT * sizeof(int), &m->bytes_other, "the targets");
-    m->scalar_dev = (double*)gpu_alloc(m, sizeof(double), &m->bytes_other, "a scalar");
-    m->norm_scratch = (float*)gpu_alloc(m, GLOBAL_NORM_MAX_BLOCKS * sizeof(float), &m->bytes_other, "norm scratch");
-    m->ln_scratch = (float*)gpu_alloc(m, layernorm_backward_scratch_bytes(c->channels), &m->bytes_other, "layernorm scratch");
+    m->inputs = (int*)gpu_alloc(m, plan.inputs, &m->bytes_other, "the inputs");
+    m->targets = (int*)gpu_alloc(m, plan.targets, &m->bytes_other, "the targets");
+    m->scalar_dev = (double*)gpu_alloc(m, plan.scalar, &m->bytes_other, "a scalar");
+    m->norm_scratch = (float*)gpu_alloc(m, plan.norm_scratch, &m->bytes_other, "norm scratch");
+    m->ln_scratch = (float*)gpu_alloc(m, plan.ln_scratch, &m->bytes_other, "layernorm scratch");
     cudaCheck(cudaMallocHost((void**)&m->inputs_pinned, BT * sizeof(int)));
     cudaCheck(cudaMallocHost((void**)&m->targets_pinned, BT * sizeof(int)));
     cudaCheck(cudaMallocHost((void**)&m->scalar_pinned, sizeof(double)));
@@ -267,7 +324,7 @@ static void gpt2_build(GPT2* m, const GPT2Config* c, const float* init_params, i
 
 static void gpt2_free(GPT2* m) {
     cudaCheck(cudaStreamSynchronize(m->stream));
-    void* device[] = { m->params_memory, m->grads_memory, m->grad_shard, m->grad_shard_acc, m->master, m->m_memory,
+    void* device[] = { m->params_memory, m->grads_memory, m->grad_shard_acc, m->master, m->m_memory,
                        m->v_memory, m->acts_memory, m->inputs, m->targets, m->scalar_dev, m->norm_scratch, m->ln_scratch };
     for (size_t i = 0; i < sizeof(device) / sizeof(device[0]); i++) if (device[i]) cudaCheck(cudaFree(device[i]));
     cudaCheck(cudaFreeHost(m->inputs_pinned));
@@ -332,7 +389,7 @@ static void gpt2_forward(GPT2* m, const int* inputs, const int* targets) {
         fused_residual_layernorm_forward(residual2, ln2, a->ln2_mean + l * BT, a->ln2_rstd + l * BT, residual, scratch,
                                          p->ln2w + l * C, p->ln2b + l * C, BT, C, s);
         // MLP: fch = ln2 . fcw^T + fcb (kept), fch_gelu = gelu(fch); residual3 = residual2 + fch_gelu . fcprojw^T + b
-        matmul_forward(fch_gelu, ln2, p->fcw + l * 4 * CC, p->fcb + l * 4 * C, BT, C, 4 * C, fch, mm);
+        matmul_forward(fch_gelu, ln2, p->fcw + l * 4 * CC, p->fcb + l * 4 * C, BT, C, 4 * C, fch, mm, m->fuse_gelu != 0);
         matmul_forward(scratch, fch_gelu, p->fcprojw + l * 4 * CC, p->fcprojb + l * C, BT, 4 * C, C, NULL, mm);
         // the next LayerNorm (layer l+1's ln1, or the final one) fused with the residual add
         int last = l == L - 1;
@@ -609,12 +666,70 @@ static double print_device(const Comm* comm) {
     return peak;
 }
 
+// What gpt2_build allocated, counted at each allocation. Gradients: the buffer (this rank's shard is
+// its slice) and, with -sync_each_microstep, the shard accumulator.
 static void print_memory(const GPT2* m, const char* grad_name) {
     const double MiB = 1048576.0;
-    printf("memory per GPU: parameters %.0f MiB (" FLOATX_NAME "), gradients %.0f MiB (%s), AdamW m, v, master %.0f MiB "
-           "(%zu parameters of this rank), activations %.0f MiB (B=%d, T=%d), other %.0f MiB; total %.0f MiB\n",
-           m->bytes_params / MiB, m->bytes_grads / MiB, grad_name, m->bytes_opt / MiB, m->opt_count, m->bytes_acts / MiB,
-           m->B, m->T, m->bytes_other / MiB, device_bytes_total(m) / MiB);
+    printf("memory per GPU: parameters %.0f MiB (" FLOATX_NAME "), gradients %.0f MiB (%s%s), AdamW m, v, master %.0f MiB "
+           "(%zu parameters of this rank), activations %.0f MiB (B=%d, T=%d), other %.0f MiB; total %.0f MiB (%zu bytes)\n",
+           m->bytes_params / MiB, m->bytes_grads / MiB, grad_name, m->grad_shard_acc ? ", with the shard accumulator" : "",
+           m->bytes_opt / MiB, m->opt_count, m->bytes_acts / MiB, m->B, m->T, m->bytes_other / MiB,
+           device_bytes_total(m) / MiB, device_bytes_total(m));
+}
+
+// ----------------------------------------------------------------------------
+// -plan 1: the memory per GPU of a configuration, from gpt2_memory_plan, with no CUDA call at all.
+
+static void plan_line(const char* what, size_t bytes, const char* note) {
+    printf("plan: %-24s %12.2f MiB %14zu bytes  %s\n", what, bytes / 1048576.0, bytes, note);
+}
+
+// The model's config without loading its parameters: a preset, or a checkpoint's header.
+static void plan_config(const TrainOptions* o, GPT2Config* c) {
+    if (gpt2_config_from_name(o->init, c)) return;
+    FILE* f = fopen(o->init, "rb");
+    if (f == NULL) die("flag -e: '%s' is neither a preset (tiny small d12 d24 d36 d48) nor a readable checkpoint", o->init);
+    char err[1200];
+    int version = gpt2_read_checkpoint_header(f, o->init, c, err, sizeof(err));
+    fclose(f);
+    if (version < 0) die("flag -e: %s", err);
+}
+
+static void print_plan(const TrainOptions* o, const Comm* comm) {
+    GPT2Config c;
+    plan_config(o, &c);
+    if (o->T > c.max_seq_len) die("flag -t %d exceeds the model's max_seq_len %d", o->T, c.max_seq_len);
+    int world = o->plan_world > 0 ? o->plan_world : comm->world;
+    DType grad_type = o->grad_bf16 ? DTYPE_BF16 : DTYPE_F32;
+    const char* g = o->grad_bf16 ? "bf16" : "fp32";
+    MemoryPlan p = gpt2_memory_plan(&c, o->B, o->T, 0, world, o->zero_stage, o->sync_each_microstep, grad_type);
+    if (comm->rank != 0) return;
+    gpt2_print_config(&c, gpt2_num_parameters(&c));
+    printf("plan: memory per GPU for P=%d, B=%d, T=%d, %s gradients, -z %d, -sync_each_microstep %d (every rank alike)\n",
+           world, o->B, o->T, g, o->zero_stage, o->sync_each_microstep);
+    char note[128];
+    snprintf(note, sizeof(note), FLOATX_NAME ", S*P = %zu x %d (S = ceil(N/P))", p.shard_size, world);
+    plan_line("parameters", p.params, note);
+    snprintf(note, sizeof(note), "%s, S*P; this rank's shard is its own slice (in-place reduce-scatter)", g);
+    plan_line("gradients", p.grads, note);
+    if (o->sync_each_microstep) plan_line("gradient shard acc.", p.grad_shard_acc, "S, -sync_each_microstep's accumulator");
+    snprintf(note, sizeof(note), "fp32, %zu parameters (%s)", p.opt_count, o->zero_stage ? "this rank's shard, ZeRO-1" : "all, -z 0");
+    plan_line("AdamW master weights", p.master, note);
+    plan_line("AdamW m", p.adam_m, note);
+    plan_line("AdamW v", p.adam_v, note);
+    for (int i = 0; i < NUM_ACTIVATIONS; i++) {
+        char what[64];
+        snprintf(what, sizeof(what), "activation %s", ACTIVATION_NAMES[i]);
+        plan_line(what, p.acts[i], "");
+    }
+    plan_line("activations (one block)", p.acts_total, "the sum of the above");
+    plan_line("cuBLASLt workspace", p.workspace, "also matmul_backward's bias partial sums");
+    plan_line("inputs, targets", p.inputs + p.targets, "int32 (B,T) each");
+    plan_line("scratch", p.scalar + p.norm_scratch + p.ln_scratch, "a double, global-norm and LayerNorm-backward partials");
+    printf("plan: parameters %.0f MiB, gradients %.0f MiB, AdamW %.0f MiB, activations %.0f MiB, other %.0f MiB; "
+           "total %.0f MiB (%zu bytes), not counting the CUDA context, cuBLASLt's and NCCL's own memory\n",
+           p.params / 1048576.0, plan_grads(&p) / 1048576.0, plan_opt(&p) / 1048576.0, p.acts_total / 1048576.0,
+           plan_other(&p) / 1048576.0, plan_total(&p) / 1048576.0, plan_total(&p));
 }
 
 Trainable gpt2_trainable(GPT2* m, double peak_flops) {
@@ -663,6 +778,11 @@ int main(int argc, char** argv) {
 #ifdef ENABLE_FP32
     if (opt.grad_bf16) die("flag -grad_bf16 1: this is the fp32 build (-DENABLE_FP32), whose gradients are fp32; leave -grad_bf16 at 0");
 #endif
+    if (opt.plan) {                          // the memory plan, and no CUDA call at all
+        print_plan(&opt, &comm);
+        comm_finalize(&comm);
+        return 0;
+    }
     GPT2Config config;
     float* init = load_initial_parameters(&opt, &config, &comm);  // also checks -t against max_seq_len
     comm_init_nccl(&comm);                   // picks GPU local_rank, bootstraps NCCL through MPI (or alone)
@@ -671,6 +791,7 @@ int main(int argc, char** argv) {
     GPT2 model;
     gpt2_build(&model, &config, init, opt.B, opt.T, comm.rank, comm.world, opt.zero_stage, opt.sync_each_microstep, grad_type);
     free(init);
+    model.fuse_gelu = opt.fuse_gelu;
     comm_nccl_set_compute_stream(&comm, model.stream);
     if (comm.rank == 0) {
         gpt2_print_config(&config, model.num_params);

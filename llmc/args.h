@@ -32,6 +32,9 @@ typedef struct {
     int zero_stage;
     int sync_each_microstep;
     int grad_bf16;              // GPU only: bf16 gradient buffer instead of fp32
+    int fuse_gelu;              // GPU only: 1 fuses the MLP's GELU into the matmul (cuBLASLt epilogue)
+    int plan;                   // GPU only: 1 prints the memory per GPU and exits, with no CUDA call
+    int plan_world;             // P for -plan; 0: the mpirun world
     // evaluation, sampling, checkpoints
     int val_every, val_rows, sample_every, gen_T;
     int val_defaulted_off;      // 1: -j not given and -i is not the default data, so no validation
@@ -103,6 +106,9 @@ static const ArgSpec TRAIN_ARGS[] = {
     ARG("-z", ARG_INT, zero_stage, "1", BOOL01, "1: sharded optimizer (ZeRO-1), 0: all-reduce and replicated optimizer"),
     ARG("-sync_each_microstep", ARG_INT, sync_each_microstep, "0", BOOL01, "1: reduce-scatter every micro-step into a shard accumulator (more communication, not less memory)"),
     ARG("-grad_bf16", ARG_INT, grad_bf16, "0", BOOL01, "GPU: 1 keeps the gradient buffer in bf16 (default fp32)"),
+    ARG("-plan", ARG_INT, plan, "0", BOOL01, "GPU: 1 prints the memory per GPU of this configuration, buffer by buffer, and exits (no GPU needed)"),
+    ARG("-plan_world", ARG_INT, plan_world, "0", NONNEG, "GPU: the number of GPUs P for -plan; 0 for the mpirun world"),
+    ARG("-fuse_gelu", ARG_INT, fuse_gelu, "1", BOOL01, "GPU: 1 fuses the GELU into the matmul (cuBLASLt epilogue, plain matmul + GELU kernel if it has none), 0 never"),
     ARG("-v", ARG_INT, val_every, "20", NONNEG, "validation every this many steps, 0 for never"),
     ARG("-h", ARG_INT, hellaswag, "0", BOOL01, "1: HellaSwag accuracy every -v steps and at the end (-h alone: this help)"),
     ARG("-h_file", ARG_STRING, hellaswag_file, "dev/data/hellaswag/hellaswag_val.bin", NO_RANGE, "HellaSwag eval file (dev/data/hellaswag.py)"),
@@ -233,6 +239,7 @@ static int parse_args(TrainOptions* o, int argc, char** argv, char* err, size_t 
         return fail_with(err, n, "flag -dump_grads: path of %zu characters, expected at most %d", strlen(o->dump_grads), MAX_PATH_CHARS);
     int ways = (o->total_batch != -1) + (o->K != -1) + (o->k_schedule[0] != '\0');
     if (ways > 1) return fail_with(err, n, "flags -d, -k and -k_schedule each set K: give at most one");
+    if (o->plan_world > 0 && !o->plan) return fail_with(err, n, "flag -plan_world needs -plan 1");
     if (o->sync_each_microstep && o->zero_stage == 0) return fail_with(err, n, "flag -sync_each_microstep 1 needs the sharded optimizer (-z 1)");
     if (o->ckpt_every > 0 && o->out_dir[0] == '\0') return fail_with(err, n, "flag -n needs an output directory (-o)");
     if (o->resume && o->out_dir[0] == '\0') return fail_with(err, n, "flag -y 1 needs the output directory (-o) to resume from");

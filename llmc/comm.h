@@ -42,6 +42,9 @@ typedef struct {
     void (*barrier)(Comm* c);
     void (*wait)(Comm* c);        // until issued collectives are done (for timing; no-op on host)
     void (*finalize)(Comm* c);
+    // Waits for the computation a collective depends on, before its timer starts, so the time
+    // counted is communication alone (NULL: none pending, as on the host back ends).
+    void (*settle)(Comm* c);
 } CommBackend;
 
 struct Comm {
@@ -56,9 +59,12 @@ struct Comm {
 // The counted entry points used by the window.
 
 // Counts a call and returns its start time; comm_done waits for it and adds up the time spent.
+// The timer starts after settle: on a GPU the collective waits for the backward still running on the
+// compute stream, and that wait is compute, not communication.
 static double comm_begin(Comm* c, CommKind kind, size_t bytes) {
     c->stats.calls[kind] += 1;
     c->stats.bytes[kind] += (long)bytes;
+    if (c->backend->settle) c->backend->settle(c);
     return wall_seconds();
 }
 
@@ -170,7 +176,7 @@ static void single_noop(Comm* c) { (void)c; }
 
 static const CommBackend COMM_SINGLE = {
     "single", single_reduce_scatter, single_all_reduce, single_all_gather, single_scalars,
-    single_broadcast, single_noop, single_noop, single_noop };
+    single_broadcast, single_noop, single_noop, single_noop, NULL };
 
 static void comm_init_single(Comm* c) {
     memset(c, 0, sizeof(*c));
@@ -228,7 +234,7 @@ static void mpi_finalize(Comm* c) { (void)c; MPI_Finalize(); }
 
 static const CommBackend COMM_MPI = {
     "mpi", mpi_reduce_scatter, mpi_all_reduce, mpi_all_gather, mpi_scalars,
-    mpi_broadcast, mpi_barrier, single_noop, mpi_finalize };
+    mpi_broadcast, mpi_barrier, single_noop, mpi_finalize, NULL };
 
 // Rank within the node, from a communicator split by shared memory.
 static int mpi_local_rank(void) {

@@ -121,9 +121,18 @@ static void nccl_wait(Comm* c) {
     }
 }
 
+// Blocks until the compute stream is idle: comm_begin calls it before starting the timer, so the
+// "comm ms" of the step line is the collectives alone (launch to completion on the communication
+// stream), not the tail of the last micro-step's backward they are ordered after. It costs no
+// overlap: every collective of the window needs that compute done, and the host waits for it anyway.
+static void nccl_settle(Comm* c) {
+    commCudaCheck(cudaStreamSynchronize(nccl_state(c)->compute));
+}
+
 // ----------------------------------------------------------------------------
 // collectives (device buffers)
 
+// in place when recv == send + rank * n (NCCL's in-place form; train_gpt2.cu's shard is its slice)
 static void nccl_reduce_scatter(Comm* c, const void* send, void* recv, size_t n, DType t) {
     NcclState* s = nccl_state(c);
     s->last_op = "reduce-scatter";
@@ -198,7 +207,7 @@ static void nccl_finalize(Comm* c) {
 
 static const CommBackend COMM_NCCL = {
     "nccl", nccl_reduce_scatter, nccl_all_reduce, nccl_all_gather, nccl_scalars,
-    nccl_broadcast, nccl_barrier, nccl_wait, nccl_finalize };
+    nccl_broadcast, nccl_barrier, nccl_wait, nccl_finalize, nccl_settle };
 
 // ----------------------------------------------------------------------------
 // init
@@ -271,7 +280,7 @@ static void single_gpu_wait(Comm* c) { commCudaCheck(cudaStreamSynchronize(singl
 
 static const CommBackend COMM_SINGLE_GPU = {
     "single-gpu", single_gpu_reduce_scatter, single_all_reduce, single_all_gather, single_scalars,
-    single_broadcast, single_noop, single_gpu_wait, single_noop };
+    single_broadcast, single_noop, single_gpu_wait, single_noop, single_gpu_wait };
 
 // world size 1 on the current device; copies go on `compute`
 static void comm_init_single_gpu(Comm* c, cudaStream_t compute) {

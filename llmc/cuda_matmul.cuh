@@ -24,7 +24,8 @@ cuda_dtype<floatX>(), never a hard-coded bf16.
 
 Every cuBLASLt status is checked. The heuristic is told the true alignment of every pointer, so
 tensors at any offset inside the parameter buffer are fine; if no algorithm exists for a call the
-program stops with the call's shapes and types.
+program stops with the call's shapes and types, except for the fused GELU epilogue, which is optional:
+matmul_forward then falls back to the plain GEMM and the GELU kernel (the same math, one more pass).
 */
 #ifndef LLMC_CUDA_MATMUL_CUH
 #define LLMC_CUDA_MATMUL_CUH
@@ -85,12 +86,15 @@ inline size_t cuda_dtype_size(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2
 // Epilogue: bias (m) floatX or NULL is added to every column (= per output channel in our layouts).
 // If gelu_aux is not NULL, D = gelu(alpha A.B + bias) and the pre-activation goes to gelu_aux (m,n)
 // with leading dimension ld_aux (a multiple of 8); D must be floatX then, batch_count 1.
+// no_algorithm: NULL, and a call cuBLASLt has no algorithm for stops the program with its shapes;
+// otherwise *no_algorithm says whether that happened (then nothing was computed), for callers with
+// another way to compute the same thing.
 inline void matmul_cublaslt(const MatmulContext* ctx,
                             void* d, cudaDataType_t d_type, int ldd, long long stride_d,
                             const floatX* a, bool trans_a, int lda, long long stride_a,
                             const floatX* b, bool trans_b, int ldb, long long stride_b,
                             int m, int n, int k, int batch_count, float alpha, float beta,
-                            const floatX* bias, floatX* gelu_aux, int ld_aux) {
+                            const floatX* bias, floatX* gelu_aux, int ld_aux, bool* no_algorithm = NULL) {
     hostCheck(m > 0 && n > 0 && k > 0 && batch_count > 0, "matmul_cublaslt: empty problem");
     hostCheck(gelu_aux == NULL || (d_type == cuda_dtype<floatX>() && ld_aux % 8 == 0 && batch_count == 1),
               "matmul_cublaslt: the GELU epilogue needs floatX output, ld_aux % 8 == 0 and batch_count 1");
@@ -160,7 +164,8 @@ inline void matmul_cublaslt(const MatmulContext* ctx,
     if (found != CUBLAS_STATUS_SUCCESS && found != CUBLAS_STATUS_NOT_SUPPORTED) cublasCheck(found);
     if (found == CUBLAS_STATUS_SUCCESS && returned == 0) found = CUBLAS_STATUS_NOT_SUPPORTED;
     if (found == CUBLAS_STATUS_SUCCESS) found = heuristic.state;
-    if (found != CUBLAS_STATUS_SUCCESS) {
+    if (no_algorithm != NULL) *no_algorithm = found != CUBLAS_STATUS_SUCCESS;
+    if (found != CUBLAS_STATUS_SUCCESS && no_algorithm == NULL) {
         fprintf(stderr, "[cuBLASLt ERROR] no algorithm (%s) for: m=%d n=%d k=%d batch=%d trans_a=%d trans_b=%d "
                         "lda=%d ldb=%d ldd=%d D=%s bias=%d gelu=%d alignments a=%u b=%u d=%u\n",
                 cublasGetStatusString(found),
@@ -169,9 +174,10 @@ inline void matmul_cublaslt(const MatmulContext* ctx,
         abort_job();
     }
 
-    cublasCheck(cublasLtMatmul(ctx->handle, desc, &alpha, a, layout_a, b, layout_b, &beta,
-                               d, layout_d, d, layout_d, &heuristic.algo,
-                               ctx->workspace, ctx->workspace_size, ctx->stream));
+    if (found == CUBLAS_STATUS_SUCCESS)
+        cublasCheck(cublasLtMatmul(ctx->handle, desc, &alpha, a, layout_a, b, layout_b, &beta,
+                                   d, layout_d, d, layout_d, &heuristic.algo,
+                                   ctx->workspace, ctx->workspace_size, ctx->stream));
 
     cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
     cublasCheck(cublasLtMatrixLayoutDestroy(layout_a));
@@ -238,18 +244,31 @@ inline void matmul_bias_backward(GradT* dbias, const floatX* dout, int N, int OC
 // out (N,OC) floatX = inp (N,C) floatX . weight (OC,C)^T floatX + bias (OC) floatX (bias may be NULL).
 // If gelu_preact_out (N,OC) is not NULL: gelu_preact_out = the above (pre-activation, kept for the
 // backward) and out = gelu(pre-activation), with the cuBLASLt GELU_AUX(_BIAS) epilogue when
-// OC % 8 == 0 and use_gelu_epilogue, otherwise a plain GEMM followed by gelu_forward.
+// OC % 8 == 0, use_gelu_epilogue and cuBLASLt has an algorithm for it; otherwise a plain GEMM (with
+// the bias epilogue) followed by gelu_forward. The fallback says so once per process.
 inline void matmul_forward(floatX* out, const floatX* inp, const floatX* weight, const floatX* bias,
                            int N, int C, int OC, floatX* gelu_preact_out, const MatmulContext* ctx,
                            bool use_gelu_epilogue = true) {
-    if (gelu_preact_out != NULL && !(use_gelu_epilogue && OC % 8 == 0)) {
-        matmul_cublaslt(ctx, gelu_preact_out, cuda_dtype<floatX>(), OC, 0, weight, true, C, 0, inp, false, C, 0,
+    if (gelu_preact_out == NULL) {
+        matmul_cublaslt(ctx, out, cuda_dtype<floatX>(), OC, 0, weight, true, C, 0, inp, false, C, 0,
                         OC, N, C, 1, 1.0f, 0.0f, bias, NULL, 0);
-        gelu_forward(out, gelu_preact_out, (size_t)N * OC, ctx->stream);
         return;
     }
-    matmul_cublaslt(ctx, out, cuda_dtype<floatX>(), OC, 0, weight, true, C, 0, inp, false, C, 0,
-                    OC, N, C, 1, 1.0f, 0.0f, bias, gelu_preact_out, OC);
+    if (use_gelu_epilogue && OC % 8 == 0) {
+        bool no_algorithm = false;
+        matmul_cublaslt(ctx, out, cuda_dtype<floatX>(), OC, 0, weight, true, C, 0, inp, false, C, 0,
+                        OC, N, C, 1, 1.0f, 0.0f, bias, gelu_preact_out, OC, &no_algorithm);
+        if (!no_algorithm) return;
+        static bool warned = false;   // once: the same shapes come back every layer and step
+        if (!warned) {
+            fprintf(stderr, "warning: cuBLASLt has no algorithm for the fused GELU epilogue (N=%d C=%d OC=%d): "
+                            "using the plain matmul and the GELU kernel (-fuse_gelu 0 chooses this directly)\n", N, C, OC);
+            warned = true;
+        }
+    }
+    matmul_cublaslt(ctx, gelu_preact_out, cuda_dtype<floatX>(), OC, 0, weight, true, C, 0, inp, false, C, 0,
+                    OC, N, C, 1, 1.0f, 0.0f, bias, NULL, 0);
+    gelu_forward(out, gelu_preact_out, (size_t)N * OC, ctx->stream);
 }
 
 // Backward of matmul_forward. dout (N,OC) bf16; inp (N,C) and weight (OC,C) as in forward.

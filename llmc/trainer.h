@@ -664,9 +664,11 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
         printf("step %4d/%d | loss %.6f | N %.0f | norm %.4f | lr %.2e | K %d | %.1f ms (comm %.1f ms) | %.0f tok/s",
                step + 1, max_steps, r.loss, r.num_valid, r.grad_norm, lr, K, ms, 1e3 * r.comm.seconds, tokens / (ms / 1e3));
         if (tr->peak_flops > 0.0) {
-            // MFU: 6 flops per parameter per token (forward 2, backward 4) plus attention's 12*L*C*T,
-            // over the device's dense bf16 peak (PaLM appendix B).
-            double flops_per_token = 6.0 * tr->num_params + 12.0 * cfg->num_layers * cfg->channels * o->T;
+            // MFU as llm.c computes it (gpt2_estimate_mfu), so the figure compares with llm.c's published
+            // ones: 6 flops per parameter per token (forward 2, backward 4) plus 6*L*C*T for attention's
+            // two matmuls, over the device's dense bf16 peak. (PaLM's appendix B counts attention 12*L*C*T,
+            // without the causal mask's halving: a bigger figure for the same run.)
+            double flops_per_token = 6.0 * tr->num_params + 6.0 * cfg->num_layers * cfg->channels * o->T;
             printf(" | MFU %.1f%%", 100.0 * flops_per_token * tokens / c->world / (ms / 1e3) / tr->peak_flops);
         } else if (tr->peak_flops < 0.0) {
             printf(" | MFU unknown");

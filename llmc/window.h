@@ -43,7 +43,7 @@ struct Trainable {
     DType grad_type, param_type;
     void* params;               // (S*P) what forward reads; all-gathered after the update
     void* grads;                // (S*P) summed (not averaged) gradient of this rank's micro-steps
-    void* grad_shard;           // (S) this rank's reduce-scatter result (ZeRO-1)
+    void* grad_shard;           // (S) this rank's reduce-scatter result (ZeRO-1); may be grads + rank*S (in place)
     void* grad_shard_acc;       // (S) sum of per-micro-step shards with sync-each-micro-step, else NULL
     size_t opt_offset, opt_count;  // the parameter range this rank's optimizer owns
     double peak_flops;          // of the device, for MFU; 0 = unknown or not applicable
@@ -131,6 +131,12 @@ static WindowResult train_window(Trainable* tr, DataLoader* loader, Comm* c, con
     memset(&r, 0, sizeof(r));
     size_t S = tr->shard_size;
     size_t BT = (size_t)tr->B * tr->T;
+    // The per-micro-step reduce-scatter leaves each rank only its shard of the gradient, which the
+    // replicated optimizer (-z 0, AdamW over the whole buffer) cannot use: refuse here, not only in the flags.
+    if (o->sync_each_microstep && o->zero_stage != 1)
+        die("-sync_each_microstep 1 needs the sharded optimizer (-z 1): with -z 0 every rank updates all parameters from the full gradient");
+    if (o->sync_each_microstep && tr->grad_shard_acc == NULL)
+        die("internal: -sync_each_microstep 1 but the model has no shard accumulator (grad_shard_acc)");
 
     // 1. K micro-steps: forward, backward, gradients summed into tr->grads. No communication
     //    (except with -sync_each_microstep, which trades K reduce-scatters for the grads memory).
