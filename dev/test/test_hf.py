@@ -88,7 +88,7 @@ val_bin = os.path.join(work, "val.bin")
 formats.write_shard(val_bin, val_tokens)
 val_x = np.stack([val_tokens[j * T:j * T + T] for j in range(ROWS)])
 val_y = np.stack([val_tokens[j * T + 1:j * T + T + 1] for j in range(ROWS)])
-EVAL = ["-i", val_bin, "-j", val_bin, "-b", "4", "-t", str(T), "-m", str(ROWS // 4), "-s", "0"]
+EVAL = ["-i", val_bin, "-j", val_bin, "-b", "4", "-t", str(T), "-m", str(ROWS), "-s", "0"]
 
 
 def test_import():
