@@ -85,3 +85,17 @@ def ensure_synthetic():
         if rc != 0:
             raise RuntimeError(f"dev/data/synthetic.py failed: {tail(se)}")
     return out
+
+
+def worst_tensor_error(a, b, tensors):
+    """max over the tensors [(name, numel), ...] laid end to end in a and b of ||a - b|| / ||b||, and
+    that tensor's name (a zero reference tensor: the absolute norm)."""
+    import numpy as np
+    worst, name, off = 0.0, "", 0
+    for tname, n in tensors:
+        ref = np.linalg.norm(b[off:off + n].astype(np.float64))
+        err = np.linalg.norm(a[off:off + n].astype(np.float64) - b[off:off + n]) / (ref if ref > 0 else 1.0)
+        if err > worst:
+            worst, name = err, tname
+        off += n
+    return worst, name

@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "data"))
 import formats  # noqa: E402
-from harness import BUILD, MPI_ENV, PYTHON, REPO, Checks, ensure_synthetic, run, step_losses, tail  # noqa: E402
+from harness import BUILD, MPI_ENV, PYTHON, REPO, Checks, ensure_synthetic, run, step_losses, tail, worst_tensor_error  # noqa: E402
 
 EMU = os.path.join(REPO, "build", "cpucuda")
 checks = Checks()
@@ -174,22 +174,11 @@ def train(name, program, P, K, B, extra=(), env=None):
     return dict(losses=step_losses(so), grads=grads.reshape(-1, NUM_PARAMS), comm=comm, stdout=so)
 
 
-def worst_tensor_error(a, b):
-    worst, name, off = 0.0, "", 0
-    for tname, n in TENSORS:
-        ref = np.linalg.norm(b[off:off + n].astype(np.float64))
-        err = np.linalg.norm(a[off:off + n].astype(np.float64) - b[off:off + n]) / (ref if ref > 0 else 1.0)
-        if err > worst:
-            worst, name = err, tname
-        off += n
-    return worst, name
-
-
 def compare(name, a, ref, grad_tol, loss_tol):
     if a is None or ref is None:
         return None
     shape_ok = a["grads"].shape == ref["grads"].shape
-    errs = [worst_tensor_error(x, y) for x, y in zip(a["grads"], ref["grads"])]
+    errs = [worst_tensor_error(x, y, TENSORS) for x, y in zip(a["grads"], ref["grads"])]
     g = max(errs, default=(9.9, "?"))
     checks.check(shape_ok and g[0] <= grad_tol, f"{name}: every window's gradient",
                  f"worst ||dg||/||g|| = {g[0]:.2e} in {g[1]} (tolerance {grad_tol:.0e}); per window "

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "data"))
 import formats  # noqa: E402
-from harness import BUILD, MPI_ENV, PYTHON, Checks, ensure_synthetic, run, step_losses, tail  # noqa: E402
+from harness import BUILD, MPI_ENV, PYTHON, Checks, ensure_synthetic, run, step_losses, tail, worst_tensor_error  # noqa: E402
 
 checks = Checks()
 if shutil.which("mpirun") is None:
@@ -71,23 +71,11 @@ def train_run(name, P, K, B, extra=()):
     return dict(losses=step_losses(so), grads=grads.reshape(-1, NUM_PARAMS), params=params, stdout=so)
 
 
-def worst_tensor_error(a, b):
-    """max over tensors of ||a - b|| / ||b||, and that tensor's name."""
-    worst, name, off = 0.0, "", 0
-    for tname, n in TENSORS:
-        ref = np.linalg.norm(b[off:off + n].astype(np.float64))
-        err = np.linalg.norm(a[off:off + n].astype(np.float64) - b[off:off + n]) / (ref if ref > 0 else 1.0)
-        if err > worst:
-            worst, name = err, tname
-        off += n
-    return worst, name
-
-
 def compare(name, run_a, ref, grad_tol=1e-5, loss_tol=2e-6, param_tol=1e-6):
     if run_a is None or ref is None:
         return
     g_ok = run_a["grads"].shape == ref["grads"].shape
-    g_err = max((worst_tensor_error(a, b) for a, b in zip(run_a["grads"], ref["grads"])), default=(9.9, "?"))
+    g_err = max((worst_tensor_error(a, b, TENSORS) for a, b in zip(run_a["grads"], ref["grads"])), default=(9.9, "?"))
     checks.check(g_ok and g_err[0] <= grad_tol, f"{name}: gradient of every window",
                  f"worst ||dg||/||g|| = {g_err[0]:.2e} in {g_err[1]} (tolerance {grad_tol:.0e}), {len(run_a['grads'])} windows")
     l_err = max(abs(a - b) for a, b in zip(run_a["losses"], ref["losses"])) if run_a["losses"] else 9.9
@@ -95,7 +83,7 @@ def compare(name, run_a, ref, grad_tol=1e-5, loss_tol=2e-6, param_tol=1e-6):
                  f"max |dloss| = {l_err:.1e} (tolerance {loss_tol:.0e}): {run_a['losses']}")
     a, b = run_a["params"].astype(np.float64), ref["params"].astype(np.float64)
     p_err = np.linalg.norm(a - b) / np.linalg.norm(b)
-    worst = worst_tensor_error(run_a["params"], ref["params"])
+    worst = worst_tensor_error(run_a["params"], ref["params"], TENSORS)
     checks.check(p_err <= param_tol, f"{name}: parameters after {STEPS} steps",
                  f"||dp||/||p|| = {p_err:.2e} (tolerance {param_tol:.0e}); largest per tensor {worst[0]:.1e} in {worst[1]}")
 
@@ -114,7 +102,7 @@ rc, so, se = run([PYTHON, "train_gpt2.py", "--init_checkpoint", init, "--input_b
                   "--weight_decay", "0.1", "--grad_clip", "1.0", "--dump_grads", py_dump])
 if checks.check(rc == 0, "train_gpt2.py on the full batch", tail(se, 2) if rc else "ran"):
     py_grads = np.fromfile(py_dump, dtype=np.float32).reshape(-1, NUM_PARAMS)
-    err = max(worst_tensor_error(a, b)[0] for a, b in zip(ref["grads"], py_grads))
+    err = max(worst_tensor_error(a, b, TENSORS)[0] for a, b in zip(ref["grads"], py_grads))
     checks.check(err <= 1e-4, "P=1 K=1 gradient vs PyTorch", f"worst ||dg||/||g|| = {err:.2e} (tolerance 1e-4)")
     py_losses = step_losses(so)
     l_err = max(abs(a - b) for a, b in zip(ref["losses"], py_losses)) if py_losses else 9.9
