@@ -17,7 +17,7 @@ CPUCUDA_BASE = -std=c++17 -fopenmp -Wall -Wno-unused-function -Wno-unused-parame
                -Wno-unused-but-set-variable -Wno-unknown-pragmas -Wno-sign-compare -Wno-class-memaccess \
                $(CPUCUDA_INC) -include $(CPUCUDA_DIR)/cpucuda.h
 CPUCUDA_OPT = -O2
-CPUCUDA_ASAN = -O1 -g -fsanitize=address -fno-omit-frame-pointer
+CPUCUDA_ASAN = -O2 -g -fsanitize=address -fno-omit-frame-pointer
 CPUCUDA_MPI = $(if $(NVCC_MPI),-DUSE_MPI -DOMPI_SKIP_MPICXX -DMPICH_SKIP_MPICXX $(MPI_CFLAGS))
 CPUCUDA_MPI_LIBS = $(if $(NVCC_MPI),$(MPI_LIBS))
 CPUCUDA_RT_SRCS = $(CPUCUDA_DIR)/runtime.cpp $(CPUCUDA_DIR)/cublaslt.cpp $(CPUCUDA_DIR)/nccl.cpp

