@@ -31,6 +31,7 @@ typedef struct {
     int zero_stage;
     int sync_each_microstep;
     int grad_bf16;              // GPU only: bf16 gradient buffer instead of fp32
+    const char* attn;           // GPU only: attention kernels, "auto", "flash" or "ref"
     // evaluation, sampling, checkpoints
     int val_every, val_steps, sample_every, gen_T;
     int ckpt_every;
@@ -74,6 +75,7 @@ static const ArgSpec TRAIN_ARGS[] = {
     ARG("-z", ARG_INT, zero_stage, "1", "1: sharded optimizer (ZeRO-1), 0: all-reduce and replicated optimizer"),
     ARG("-sync_each_microstep", ARG_INT, sync_each_microstep, "0", "1: reduce-scatter every micro-step into a shard accumulator (more communication, not less memory)"),
     ARG("-grad_bf16", ARG_INT, grad_bf16, "0", "GPU: 1 keeps the gradient buffer in bf16 (default fp32)"),
+    ARG("-attn", ARG_STRING, attn, "auto", "GPU attention: flash (no T x T matrix; head size 16/32/64/128, bf16 build), ref (materialized), auto (flash where supported)"),
     ARG("-v", ARG_INT, val_every, "20", "validation every this many steps, 0 for never"),
     ARG("-m", ARG_INT, val_steps, "20", "validation batches of B rows per rank per evaluation"),
     ARG("-s", ARG_INT, sample_every, "20", "sample every this many steps, 0 for never"),
@@ -155,6 +157,8 @@ static void parse_args(TrainOptions* o, int argc, char** argv) {
     snprintf(text, sizeof(text), "%d", o->sync_each_microstep);
     require(o->sync_each_microstep == 0 || o->sync_each_microstep == 1, "-sync_each_microstep", "0 or 1", text);
     snprintf(text, sizeof(text), "%d", o->grad_bf16); require(o->grad_bf16 == 0 || o->grad_bf16 == 1, "-grad_bf16", "0 or 1", text);
+    require(strcmp(o->attn, "auto") == 0 || strcmp(o->attn, "flash") == 0 || strcmp(o->attn, "ref") == 0,
+            "-attn", "auto, flash or ref", o->attn);
     snprintf(text, sizeof(text), "%g", o->lr); require(o->lr >= 0.0f, "-l", "a non-negative number", text);
     snprintf(text, sizeof(text), "%d", o->val_steps); require(o->val_steps > 0, "-m", "a positive integer", text);
     snprintf(text, sizeof(text), "%d", o->gen_T); require(o->gen_T > 0, "-g", "a positive integer", text);

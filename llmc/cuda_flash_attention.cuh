@@ -2,7 +2,8 @@
 cuda_flash_attention.cuh: causal multi-head self-attention without the (B,NH,T,T) matrix, forward and
 backward, in the style of FlashAttention-2 (Dao, 2023), written for reading. bf16 tiles go through the
 tensor cores with the WMMA API (nvcuda::wmma, m16n16k16, fp32 accumulators); the softmax bookkeeping is
-fp32. Head sizes 64 and 128; any T (the last tiles are masked).
+fp32. Head sizes 64 (every GPT-2 size) and 128, and 16 and 32 (the test presets tiny and small); any T
+(the last tiles are masked).
 
 The math. Per head, with x[t,s] = scale * q_t . k_s (scale = 1/sqrt(hs)) for s <= t, the forward walks
 the keys tile by tile and keeps, per query row, a running maximum m, a running sum l and an unnormalized
@@ -66,7 +67,9 @@ FLASH_ATTENTION_AVAILABLE is then 0 and the trainer uses cuda_attention.cuh.
 #endif
 
 // head sizes the kernels are instantiated for
-inline bool flash_attention_supports(int hs) { return FLASH_ATTENTION_AVAILABLE && (hs == 64 || hs == 128); }
+inline bool flash_attention_supports(int hs) { return FLASH_ATTENTION_AVAILABLE && (hs == 16 || hs == 32 || hs == 64 || hs == 128); }
+#define FLASH_ATTENTION_HEAD_SIZES "16, 32, 64 or 128"
+
 
 #if FLASH_ATTENTION_AVAILABLE
 #ifndef CPUCUDA
@@ -439,16 +442,20 @@ inline void backward(bf16* dqkv, float* D, const bf16* dout, const bf16* qkv, co
 // ----------------------------------------------------------------------------
 // launchers
 
-// out (B,T,C) = causal self-attention of qkv (B,T,3C), C = NH*hs with hs 64 or 128; lse (B,NH,T) fp32:
+// out (B,T,C) = causal self-attention of qkv (B,T,3C), C = NH*hs with hs 16, 32, 64 or 128; lse (B,NH,T) fp32:
 // each row's logsumexp of the scaled logits, for the backward. qkv is only read (unlike
 // attention_forward, which clobbers its input). out must not alias qkv.
 inline void flash_attention_forward(floatX* out, float* lse, const floatX* qkv, int B, int T, int C, int NH,
                                     cudaStream_t stream) {
     hostCheck(C % NH == 0, "flash_attention_forward: C must be a multiple of NH");
     const int hs = C / NH;
-    hostCheck(flash_attention_supports(hs), "flash_attention_forward: head size must be 64 or 128 (-attn ref for others)");
-    if (hs == 64) { flash::forward<64>(out, lse, qkv, B, T, NH, stream); }
-    else { flash::forward<128>(out, lse, qkv, B, T, NH, stream); }
+    hostCheck(flash_attention_supports(hs), "flash_attention_forward: head size must be " FLASH_ATTENTION_HEAD_SIZES);
+    switch (hs) {
+    case 16: flash::forward<16>(out, lse, qkv, B, T, NH, stream); break;
+    case 32: flash::forward<32>(out, lse, qkv, B, T, NH, stream); break;
+    case 64: flash::forward<64>(out, lse, qkv, B, T, NH, stream); break;
+    default: flash::forward<128>(out, lse, qkv, B, T, NH, stream); break;
+    }
 }
 
 // dqkv (B,T,3C) = d loss / d qkv, OVERWRITTEN (every element written). dout (B,T,C): gradient of out;
@@ -458,9 +465,13 @@ inline void flash_attention_backward(floatX* dqkv, float* D, const floatX* dout,
                                      const float* lse, int B, int T, int C, int NH, cudaStream_t stream) {
     hostCheck(C % NH == 0, "flash_attention_backward: C must be a multiple of NH");
     const int hs = C / NH;
-    hostCheck(flash_attention_supports(hs), "flash_attention_backward: head size must be 64 or 128 (-attn ref for others)");
-    if (hs == 64) { flash::backward<64>(dqkv, D, dout, qkv, out, lse, B, T, NH, stream); }
-    else { flash::backward<128>(dqkv, D, dout, qkv, out, lse, B, T, NH, stream); }
+    hostCheck(flash_attention_supports(hs), "flash_attention_backward: head size must be " FLASH_ATTENTION_HEAD_SIZES);
+    switch (hs) {
+    case 16: flash::backward<16>(dqkv, D, dout, qkv, out, lse, B, T, NH, stream); break;
+    case 32: flash::backward<32>(dqkv, D, dout, qkv, out, lse, B, T, NH, stream); break;
+    case 64: flash::backward<64>(dqkv, D, dout, qkv, out, lse, B, T, NH, stream); break;
+    default: flash::backward<128>(dqkv, D, dout, qkv, out, lse, B, T, NH, stream); break;
+    }
 }
 #endif // FLASH_ATTENTION_AVAILABLE
 

@@ -8,7 +8,7 @@ Versions
           there is no block size to sweep)
   ref   : the materialized attention at block sizes 128 and 1024 for its non-GEMM kernels
 Cases: head sizes 64 and 128, T in {64, 63, 100, 256} (63 and 100: the last tiles are partial), several
-B and NH. Outputs start as NaN (every element must be written). The flash backward runs twice and must
+B and NH; and head sizes 16 and 32 (the tiny and small presets) at T 63 and 100. Outputs start as NaN (every element must be written). The flash backward runs twice and must
 give the same bits (no atomics). Run time under the CPU emulation: well under a minute.
 
 Reference: double precision from the bf16 inputs, no intermediate rounding: x[t,s] = scale q_t.k_s,
@@ -201,6 +201,7 @@ int main() {
     const int cases[][4] = {   // B, T, NH, hs
         {2, 64, 2, 64}, {1, 63, 3, 64}, {2, 100, 2, 64}, {1, 256, 2, 64},
         {1, 64, 2, 128}, {2, 63, 1, 128}, {1, 100, 2, 128}, {1, 256, 1, 128},
+        {2, 63, 4, 16}, {1, 100, 4, 32},   // the test presets' head sizes (tiny: 16, small: 32)
     };
     for (const auto& c : cases) { run_case(&ctx, &rng, c[0], c[1], c[2], c[3]); }
 
