@@ -22,6 +22,7 @@ SUITES = [
     ("distributed window (MPI)", [PYTHON, "dev/test/test_mpi.py"]),
     ("SFT rows and exact accumulation", [PYTHON, "dev/test/test_sft.py"]),
     ("CUDA trainer", [PYTHON, "dev/test/test_cuda.py"]),
+    ("flash attention (CPU emulation) and the cost model", [PYTHON, "dev/test/test_flash.py"]),
 ]
 
 
