@@ -40,16 +40,16 @@ Cost, per layer, with N = B*NH heads, causal (about half the T x T products are 
 the diagonal are computed whole and masked, ignored below):
   FLOPs     forward 2 matmuls of T x T x hs / 2 each: 2 N T^2 hs (multiply-adds count 2);
             backward pass 2 four (S, dP, dv, dk), pass 3 three (S, dP, dq): 7 N T^2 hs.
-  bytes     (bf16 = 2 bytes, C = NH hs) compulsory traffic, each tensor once:
+  bytes     (bf16 = 2 bytes, C = NH hs) compulsory traffic, each operand once per launch:
             forward reads qkv 6 B T C, writes out 2 B T C and L 4 N T;
-            backward reads qkv 6 B T C, out and dout 4 B T C, L and D 8 N T, writes D 4 N T and
-            dqkv 6 B T C. K and V tiles are re-read by every query tile that reaches them (about
-            T/128 times on average), which the L2 cache absorbs in part: the compulsory figure is a
-            lower bound. No term grows with T^2: the materialized attention (cuda_attention.cuh)
+            backward pass 1 reads out, dout 4 B T C, writes D 4 N T; pass 2 reads q, k, v, dout
+            8 B T C and L, D 8 N T, writes dk, dv 4 B T C; pass 3 the same reads, writes dq 2 B T C.
+            The walked tiles are re-read by every block whose walk reaches them (about T/128 times
+            on average), which the L2 cache absorbs in part: the compulsory figure is a lower bound. No term grows with T^2: the materialized attention (cuda_attention.cuh)
             writes and reads the (B,NH,T,T) matrix several times (see dev/bench/cost_model.py).
 
-Shared memory (dynamic, above the 48 KiB default, so the launchers raise the limit once): about 50 KiB
-(hs 64) and 83 KiB (hs 128) for the forward, 45 / 76 KiB for the backward passes.
+Shared memory (dynamic, above the 48 KiB default, so the launchers raise the limit once): about 49 KiB
+(hs 64) and 81 KiB (hs 128) for the forward, 51 / 75 KiB for the backward passes.
 
 Not available in the fp32 build (ENABLE_FP32: floatX is float, and the WMMA operands here are bf16):
 FLASH_ATTENTION_AVAILABLE is then 0 and the trainer uses cuda_attention.cuh.
