@@ -125,6 +125,33 @@ template<int HS> struct BwdSmem {
 
 __device__ inline char* align_smem(char* raw) { return (char*)(((uintptr_t)raw + 127) & ~(uintptr_t)127); }
 
+// The backward passes' views of their shared memory (BwdSmem), this warp's tiles already offset.
+template<int HS> struct BwdTiles {
+    bf16 *own0, *own1, *walk0, *walk1;   // (ROWS, LDH) x 2, (TILE, LDH) x 2
+    float *lse, *D;                      // per row of the query tile (ROWS or TILE of them)
+    float *S, *dP;                       // this warp's 16 x LDS fp32 tiles
+    bf16* P;                             // this warp's 16 x LDP bf16 tile
+    __device__ explicit BwdTiles(char* raw) {
+        typedef BwdSmem<HS> L;
+        char* sm = align_smem(raw);
+        const int warp = threadIdx.x / 32;
+        own0 = (bf16*)(sm + L::own0); own1 = (bf16*)(sm + L::own1);
+        walk0 = (bf16*)(sm + L::walk0); walk1 = (bf16*)(sm + L::walk1);
+        lse = (float*)(sm + L::lse); D = (float*)(sm + L::dd);
+        S = (float*)(sm + L::s) + warp * 16 * LDS;
+        dP = (float*)(sm + L::dp) + warp * 16 * LDS;
+        P = (bf16*)(sm + L::p) + warp * 16 * LDP;
+    }
+    // lse and D of query rows t0 .. t0+n-1 of head bh (0 past T), block-cooperative
+    __device__ void load_row_stats(const float* g_lse, const float* g_D, int bh, int t0, int n, int T) {
+        for (int i = threadIdx.x; i < n; i += blockDim.x) {
+            int t = t0 + i;
+            lse[i] = t < T ? g_lse[(size_t)bh * T + t] : 0.0f;
+            D[i] = t < T ? g_D[(size_t)bh * T + t] : 0.0f;
+        }
+    }
+};
+
 // Block-cooperative copy of rows r0 .. r0+n-1 of a (T, HS) strided view (row t at src + t*stride) into
 // dst (n x ld), 16 bytes at a time; rows at or past T are zero.
 template<int HS>
@@ -288,20 +315,15 @@ __global__ void backward_dot_kernel(float* D, const bf16* dout, const bf16* out,
 template<int HS>
 __global__ void __launch_bounds__(THREADS) backward_dkdv_kernel(bf16* dqkv, const bf16* qkv, const bf16* dout,
                                                                 const float* lse, const float* D, int T, int NH) {
-    typedef BwdSmem<HS> L;
-    constexpr int LDH = L::LDH;
+    constexpr int LDH = BwdSmem<HS>::LDH;
     extern __shared__ char flash_smem_raw[];
-    char* sm = align_smem(flash_smem_raw);
-    bf16* sK = (bf16*)(sm + L::own0);
-    bf16* sV = (bf16*)(sm + L::own1);
-    bf16* sQ = (bf16*)(sm + L::walk0);
-    bf16* sdO = (bf16*)(sm + L::walk1);
-    float* sLse = (float*)(sm + L::lse);
-    float* sD = (float*)(sm + L::dd);
+    BwdTiles<HS> sm(flash_smem_raw);
+    bf16 *sK = sm.own0, *sV = sm.own1, *sQ = sm.walk0, *sdO = sm.walk1;
+    float *sLse = sm.lse, *sD = sm.D;
+    float* S = sm.S;     // S^T_w, then P^T_w (fp32)
+    float* dP = sm.dP;   // dP^T_w
+    bf16* P = sm.P;      // P^T_w, then dS^T_w (bf16 operands)
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    float* S = (float*)(sm + L::s) + warp * 16 * LDS;     // S^T_w, then P^T_w (fp32)
-    float* dP = (float*)(sm + L::dp) + warp * 16 * LDS;   // dP^T_w
-    bf16* P = (bf16*)(sm + L::p) + warp * 16 * LDP;       // P^T_w, then dS^T_w (bf16 operands)
 
     const int C = NH * HS, C3 = 3 * C;
     const int k0 = blockIdx.x * ROWS;
@@ -319,11 +341,7 @@ __global__ void __launch_bounds__(THREADS) backward_dkdv_kernel(bf16* dqkv, cons
         __syncthreads();   // the previous tile's Q, dout are no longer read
         load_rows<HS>(sQ, LDH, base, C3, q0, TILE, T);
         load_rows<HS>(sdO, LDH, dbase, C, q0, TILE, T);
-        if (threadIdx.x < TILE) {
-            int t = q0 + threadIdx.x;
-            sLse[threadIdx.x] = t < T ? lse[(size_t)bh * T + t] : 0.0f;
-            sD[threadIdx.x] = t < T ? D[(size_t)bh * T + t] : 0.0f;
-        }
+        sm.load_row_stats(lse, D, bh, q0, TILE, T);
         __syncthreads();
         scores_tile<HS, TILE / 16>(S, LDS, sK + warp * 16 * LDH, LDH, sQ, LDH);    // S^T_w = K_w Q^T
         scores_tile<HS, TILE / 16>(dP, LDS, sV + warp * 16 * LDH, LDH, sdO, LDH);  // dP^T_w = V_w dout^T
@@ -353,20 +371,13 @@ __global__ void __launch_bounds__(THREADS) backward_dkdv_kernel(bf16* dqkv, cons
 template<int HS>
 __global__ void __launch_bounds__(THREADS) backward_dq_kernel(bf16* dqkv, const bf16* qkv, const bf16* dout,
                                                               const float* lse, const float* D, int T, int NH) {
-    typedef BwdSmem<HS> L;
-    constexpr int LDH = L::LDH;
+    constexpr int LDH = BwdSmem<HS>::LDH;
     extern __shared__ char flash_smem_raw[];
-    char* sm = align_smem(flash_smem_raw);
-    bf16* sQ = (bf16*)(sm + L::own0);
-    bf16* sdO = (bf16*)(sm + L::own1);
-    bf16* sK = (bf16*)(sm + L::walk0);
-    bf16* sV = (bf16*)(sm + L::walk1);
-    float* sLse = (float*)(sm + L::lse);
-    float* sD = (float*)(sm + L::dd);
+    BwdTiles<HS> sm(flash_smem_raw);
+    bf16 *sQ = sm.own0, *sdO = sm.own1, *sK = sm.walk0, *sV = sm.walk1;
+    float *sLse = sm.lse, *sD = sm.D, *S = sm.S, *dP = sm.dP;
+    bf16* dS = sm.P;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    float* S = (float*)(sm + L::s) + warp * 16 * LDS;
-    float* dP = (float*)(sm + L::dp) + warp * 16 * LDS;
-    bf16* dS = (bf16*)(sm + L::p) + warp * 16 * LDP;
 
     const int C = NH * HS, C3 = 3 * C;
     const int q0 = (gridDim.x - 1 - blockIdx.x) * ROWS;
@@ -376,11 +387,7 @@ __global__ void __launch_bounds__(THREADS) backward_dq_kernel(bf16* dqkv, const 
 
     load_rows<HS>(sQ, LDH, base, C3, q0, ROWS, T);
     load_rows<HS>(sdO, LDH, dout + (size_t)b * T * C + h * HS, C, q0, ROWS, T);
-    if (threadIdx.x < ROWS) {
-        int t = q0 + threadIdx.x;
-        sLse[threadIdx.x] = t < T ? lse[(size_t)bh * T + t] : 0.0f;
-        sD[threadIdx.x] = t < T ? D[(size_t)bh * T + t] : 0.0f;
-    }
+    sm.load_row_stats(lse, D, bh, q0, ROWS, T);
     FragC dQ[HS / 16];
     for (int n = 0; n < HS / 16; n++) { wmma::fill_fragment(dQ[n], 0.0f); }
 
