@@ -195,9 +195,10 @@ static void sample_and_print(Trainable* tr, const Tokenizer* tk, Rng* rng, int g
 // What must agree on every rank (paths may differ between nodes, so they are left out).
 static uint64_t options_hash(const TrainOptions* o, const GPT2Config* c) {
     TrainOptions h = *o;
-    h.train_data = h.val_data = h.init = h.tokenizer = h.out_dir = h.k_schedule = h.dump_grads = NULL;
+    h.train_data = h.val_data = h.init = h.tokenizer = h.out_dir = h.k_schedule = h.dump_grads = h.attn = NULL;
     uint64_t x = fnv1a(FNV1A_SEED, &h, sizeof(h));
     x = fnv1a(x, o->k_schedule, strlen(o->k_schedule));
+    x = fnv1a(x, o->attn, strlen(o->attn));   // strings by value: their addresses differ between ranks
     return fnv1a(x, c, sizeof(*c));
 }
 
