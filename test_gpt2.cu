@@ -2,7 +2,9 @@
 test_gpt2.cu: checks train_gpt2.cu against the PyTorch oracle (as test_gpt2.c does for train_gpt2.c),
 that it is deterministic, and that the NCCL back end at world size 1 changes nothing.
 
-  ./test_gpt2cu MODEL.bin DEBUG_STATE.bin     (both written by train_gpt2.py, see doc/formats.md)
+  ./test_gpt2cu MODEL.bin DEBUG_STATE.bin [auto|flash|ref]
+      (both files written by train_gpt2.py, see doc/formats.md; the third argument picks the attention
+      as train_gpt2cu's -attn does, default auto)
 
 Prints one line per check, "PASS name: ..." or "FAIL name: ...", with the error and the tolerance, and
 exits 1 if any check failed. Without a CUDA device it prints one line "SKIP test_gpt2cu: no CUDA
@@ -167,7 +169,11 @@ int main(int argc, char** argv) {
         printf("SKIP test_gpt2cu: no CUDA device (%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount found none");
         return 0;
     }
-    if (argc != 3) die("usage: %s MODEL.bin DEBUG_STATE.bin (written by train_gpt2.py --write_checkpoint --write_debug_state)", argv[0]);
+    if (argc != 3 && argc != 4)
+        die("usage: %s MODEL.bin DEBUG_STATE.bin [auto|flash|ref] (written by train_gpt2.py --write_checkpoint --write_debug_state)", argv[0]);
+    const char* attn = argc == 4 ? argv[3] : "auto";
+    if (strcmp(attn, "auto") != 0 && strcmp(attn, "flash") != 0 && strcmp(attn, "ref") != 0)
+        die("the third argument (the attention) expects auto, flash or ref, got '%s'", attn);
     Tally tally = {0, 0};
     GPT2Config c;
     float* init = gpt2_load_checkpoint(argv[1], &c);
@@ -186,11 +192,12 @@ int main(int argc, char** argv) {
     cudaCheck(cudaGetDevice(&dev));
     cudaDeviceProp prop;
     cudaCheck(cudaGetDeviceProperties(&prop, dev));
-    printf("device %s; model L=%d C=%d V=%d; debug window B=%d T=%d K=%d, %d steps\n", prop.name, c.num_layers,
-           c.channels, V, d.B, d.T, d.K, d.steps);
+    const int flash = use_flash_attention(attn, &c);
+    printf("device %s; model L=%d C=%d V=%d; debug window B=%d T=%d K=%d, %d steps; attention %s\n", prop.name, c.num_layers,
+           c.channels, V, d.B, d.T, d.K, d.steps, flash ? "flash" : "materialized");
 
     GPT2 model;
-    gpt2_build(&model, &c, init, d.B, d.T, 0, 1, 1, 1, DTYPE_F32);   // rank 0 of 1, ZeRO-1, shard accumulator
+    gpt2_build(&model, &c, init, d.B, d.T, 0, 1, 1, 1, DTYPE_F32, flash);   // rank 0 of 1, ZeRO-1, shard accumulator
     comm_nccl_set_compute_stream(&comm, model.stream);
     Trainable tr = gpt2_trainable(&model, -1.0);
 
@@ -232,7 +239,7 @@ int main(int argc, char** argv) {
     // 3. K micro-steps of B rows == one micro-step of K*B rows, in this program ...
     {
         GPT2 big;
-        gpt2_build(&big, &c, init, d.K * d.B, d.T, 0, 1, 1, 0, DTYPE_F32);
+        gpt2_build(&big, &c, init, d.K * d.B, d.T, 0, 1, 1, 0, DTYPE_F32, flash);
         float* g_big = (float*)mallocCheck(n * sizeof(float));
         window_gradient(&big, d.x, d.y, 1, g_big);
         double worst = compare_tensors(&tally, "K x B vs 1 x KB", g_window, g_big, &c, TOL_SPLIT);
@@ -316,7 +323,7 @@ int main(int argc, char** argv) {
 
         // -z 0: all-reduce of the whole buffer and AdamW over everything: the same calls at world size 1
         GPT2 rep;
-        gpt2_build(&rep, &c, init, d.B, d.T, 0, 1, 0, 0, DTYPE_F32);
+        gpt2_build(&rep, &c, init, d.B, d.T, 0, 1, 0, 0, DTYPE_F32, flash);
         comm_nccl_set_compute_stream(&comm, rep.stream);
         train_fixed_window(&rep, &comm, &d, 0, 0, 2, got.losses);
         snapshot(&rep, rep.grads_memory, &got);
@@ -352,7 +359,7 @@ int main(int argc, char** argv) {
 #else
     {
         GPT2 m16;
-        gpt2_build(&m16, &c, init, d.B, d.T, 0, 1, 1, 0, DTYPE_BF16);
+        gpt2_build(&m16, &c, init, d.B, d.T, 0, 1, 1, 0, DTYPE_BF16, flash);
         float* g16 = (float*)mallocCheck(n * sizeof(float));
         window_gradient(&m16, d.x, d.y, d.K, g16);
         compare_tensors(&tally, "bf16 window grad vs PyTorch", g16, d.window_grads, &c, TOL_GRAD);

@@ -47,6 +47,7 @@ LayerNorm backwards add into.
 #include "llmc/cuda_layernorm.cuh"
 #include "llmc/cuda_matmul.cuh"
 #include "llmc/cuda_attention.cuh"
+#include "llmc/cuda_flash_attention.cuh"
 #include "llmc/cuda_gelu.cuh"
 #include "llmc/cuda_classifier.cuh"
 #include "llmc/cuda_adamw.cuh"
@@ -70,13 +71,18 @@ static_assert(sizeof(ParameterViews<floatX>) == NUM_PARAMETER_TENSORS * sizeof(v
 //             until the fused residual+LayerNorm consumes them, the logits, then dlogits (the fused
 //             classifier writes them in place); in the backward, after the LM head, dqkvr and datt.
 //   dresidual (B,T,C): the residual stream's gradient; dbtc (B,T,C), dbt4c (B,T,4C): per-layer gradients.
+// The attention (-attn) decides two sizes: ATT, the (B,NH,T,T) probabilities of the materialized
+// attention (0 with flash attention), and LSE, flash attention's logsumexp per row (0 without). With
+// flash, qkvr holds qkv (B,T,3C) as the qkv matmul wrote it (the kernels read it in place); without,
+// q, k, v split by head.
 #define GPU_ACTIVATIONS(X) \
     X(encoded,   floatX, BT * C)              \
     X(ln1,       floatX, L * BT * C)          \
     X(ln1_mean,  float,  L * BT)              \
     X(ln1_rstd,  float,  L * BT)              \
     X(qkvr,      floatX, L * BT * 3 * C)      \
-    X(att,       floatX, L * B * NH * T * T)  \
+    X(att,       floatX, ATT)                 \
+    X(lse,       float,  LSE)                 \
     X(atty,      floatX, L * BT * C)          \
     X(residual2, floatX, L * BT * C)          \
     X(ln2,       floatX, L * BT * C)          \
@@ -103,16 +109,19 @@ static const char* const ACTIVATION_NAMES[] = { GPU_ACTIVATIONS(ACT_NAME_) };
 #define ACT_ALIGN 256   // bytes: every buffer starts 256-byte aligned (128-bit loads, cuBLASLt)
 static size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
-// In the backward the output scratch holds dqkvr (3*BT*C) and, after it, datt (B*NH*T*T).
+// In the backward the output scratch holds dqkvr (3*BT*C) and, after it, datt (B*NH*T*T); with flash
+// attention it holds the backward's D (B*NH*T floats) instead.
 static size_t datt_offset(size_t BT, size_t C) { return align_up(3 * BT * C, 128); }
 
-// Points a at base (NULL: only counts) and returns the bytes needed; each (NUM_ACTIVATIONS), if not
-// NULL, receives every buffer's bytes (with its alignment padding), in table order.
-static size_t point_activations(Activations* a, char* base, const GPT2Config* c, int B_, int T_, size_t* each = NULL) {
+// Points a at base (NULL: only counts) and returns the bytes needed; flash: 1 for flash attention's
+// buffers, 0 for the materialized attention's; each (NUM_ACTIVATIONS), if not NULL, receives every
+// buffer's bytes (with its alignment padding), in table order.
+static size_t point_activations(Activations* a, char* base, const GPT2Config* c, int B_, int T_, int flash, size_t* each = NULL) {
     size_t B = (size_t)B_, T = (size_t)T_, BT = B * T, C = (size_t)c->channels, NH = (size_t)c->num_heads;
     size_t L = (size_t)c->num_layers, Vp = (size_t)c->padded_vocab_size;
     size_t OUT = BT * Vp;
-    size_t backward_scratch = datt_offset(BT, C) + B * NH * T * T;
+    size_t ATT = flash ? 0 : L * B * NH * T * T, LSE = flash ? L * B * NH * T : 0;
+    size_t backward_scratch = flash ? CEIL_DIV(B * NH * T * sizeof(float), sizeof(floatX)) : datt_offset(BT, C) + B * NH * T * T;
     if (backward_scratch > OUT) OUT = backward_scratch;
     size_t offset = 0;
     int index = 0;
@@ -131,6 +140,7 @@ static size_t point_activations(Activations* a, char* base, const GPT2Config* c,
 typedef struct {
     GPT2Config config;
     int B, T;
+    int flash;                      // 1: flash attention (llmc/cuda_flash_attention.cuh), 0: materialized
     size_t num_params, shard_size;  // S = ceil(num_params / P); parameter and gradient buffers hold S*P
     int rank, world;
     DType grad_type;                // DTYPE_F32 or DTYPE_BF16
@@ -182,7 +192,7 @@ typedef struct {
 } MemoryPlan;
 
 static MemoryPlan gpt2_memory_plan(const GPT2Config* c, int B, int T, int rank, int world, int zero_stage,
-                                   int sync_each_microstep, DType grad_type) {
+                                   int sync_each_microstep, DType grad_type, int flash) {
     MemoryPlan p;
     memset(&p, 0, sizeof(p));
     size_t num_params = gpt2_num_parameters(c);
@@ -195,7 +205,7 @@ static MemoryPlan gpt2_memory_plan(const GPT2Config* c, int B, int T, int rank, 
     p.grad_shard_acc = sync_each_microstep ? p.shard_size * gsize : 0;
     p.master = p.adam_m = p.adam_v = p.opt_count * sizeof(float);
     Activations none;
-    p.acts_total = point_activations(&none, NULL, c, B, T, p.acts);
+    p.acts_total = point_activations(&none, NULL, c, B, T, flash, p.acts);
     p.workspace = MATMUL_WORKSPACE_BYTES;
     p.inputs = p.targets = BT * sizeof(int);
     p.scalar = sizeof(double);
@@ -273,8 +283,9 @@ static void gpt2_params_from_host(GPT2* m, const float* in);
 
 // Allocates everything for micro-batches of (B,T) on rank `rank` of `world`; parameters from host fp32.
 static void gpt2_build(GPT2* m, const GPT2Config* c, const float* init_params, int B, int T, int rank, int world,
-                       int zero_stage, int sync_each_microstep, DType grad_type) {
+                       int zero_stage, int sync_each_microstep, DType grad_type, int flash) {
     memset(m, 0, sizeof(*m));
+    m->flash = flash;
     m->config = *c;
     m->B = B;
     m->T = T;
@@ -286,7 +297,7 @@ static void gpt2_build(GPT2* m, const GPT2Config* c, const float* init_params, i
 #endif
     m->fuse_gelu = 1;
     m->num_params = gpt2_num_parameters(c);
-    MemoryPlan plan = gpt2_memory_plan(c, B, T, rank, world, zero_stage, sync_each_microstep, grad_type);
+    MemoryPlan plan = gpt2_memory_plan(c, B, T, rank, world, zero_stage, sync_each_microstep, grad_type, flash);
     m->shard_size = plan.shard_size;
     cudaCheck(cudaStreamCreate(&m->stream));
     cudaCheck(cudaEventCreateWithFlags(&m->scalar_ready, cudaEventDisableTiming));
@@ -308,7 +319,7 @@ static void gpt2_build(GPT2* m, const GPT2Config* c, const float* init_params, i
     m->v_memory = (float*)gpu_alloc(m, plan.adam_v, &m->bytes_opt, "AdamW's v");
 
     m->acts_memory = (char*)gpu_alloc(m, plan.acts_total, &m->bytes_acts, "the activations");
-    point_activations(&m->acts, m->acts_memory, c, B, T);
+    point_activations(&m->acts, m->acts_memory, c, B, T, flash);
 
     size_t BT = (size_t)B * T;
     m->inputs = (int*)gpu_alloc(m, plan.inputs, &m->bytes_other, "the inputs");
@@ -353,6 +364,34 @@ static double scalar_wait(GPT2* m) {
     return *m->scalar_pinned;
 }
 
+// Flash attention where it is compiled (not in the fp32 build, where use_flash_attention never selects it).
+static void attention_forward_flash(floatX* out, float* lse, const floatX* qkv, int B, int T, int C, int NH, cudaStream_t s) {
+#if FLASH_ATTENTION_AVAILABLE
+    flash_attention_forward(out, lse, qkv, B, T, C, NH, s);
+#else
+    die("internal: flash attention is not compiled in this build");
+#endif
+}
+static void attention_backward_flash(floatX* dqkv, float* D, const floatX* dout, const floatX* qkv, const floatX* out,
+                                     const float* lse, int B, int T, int C, int NH, cudaStream_t s) {
+#if FLASH_ATTENTION_AVAILABLE
+    flash_attention_backward(dqkv, D, dout, qkv, out, lse, B, T, C, NH, s);
+#else
+    die("internal: flash attention is not compiled in this build");
+#endif
+}
+
+// -attn auto|flash|ref -> 1 for flash attention. flash where it cannot run stops with one line.
+static int use_flash_attention(const char* attn, const GPT2Config* c) {
+    int hs = c->channels / c->num_heads;
+    if (strcmp(attn, "ref") == 0) return 0;
+    if (flash_attention_supports(hs)) return 1;
+    if (strcmp(attn, "flash") == 0)
+        die("flag -attn flash: supported for head sizes " FLASH_ATTENTION_HEAD_SIZES " in the bf16 build%s; this model's is %d "
+            "(use -attn ref or auto)", FLASH_ATTENTION_AVAILABLE ? "" : " (this is the fp32 build)", hs);
+    return 0;   // auto
+}
+
 // Forward pass over (B,T) inputs. With targets (host, -1 = masked), the fused classifier then writes
 // the per-position losses and, in place of the logits, d(sum of losses)/dlogits; without targets the
 // logits stay in acts.output (sampling, tests).
@@ -375,16 +414,21 @@ static void gpt2_forward(GPT2* m, const int* inputs, const int* targets) {
     for (int l = 0; l < L; l++) {
         floatX* ln1 = a->ln1 + l * BTC;
         floatX* qkvr = a->qkvr + l * 3 * BTC;
-        floatX* att = a->att + l * att_n;
+        floatX* att = m->flash ? NULL : a->att + l * att_n;
         floatX* atty = a->atty + l * BTC;
         floatX* residual2 = a->residual2 + l * BTC;
         floatX* ln2 = a->ln2 + l * BTC;
         floatX* fch = a->fch + l * 4 * BTC;
         floatX* fch_gelu = a->fch_gelu + l * 4 * BTC;
         floatX* residual3 = a->residual3 + l * BTC;
-        // attention: qkv (in scratch) -> atty; residual2 = residual + atty . attprojw^T + attprojb
-        matmul_forward(scratch, ln1, p->qkvw + l * 3 * CC, p->qkvb + l * 3 * C, BT, C, 3 * C, NULL, mm);
-        attention_forward(atty, qkvr, att, scratch, B, T, C, NH, mm);
+        // attention: qkv -> atty; residual2 = residual + atty . attprojw^T + attprojb
+        if (m->flash) {   // qkv straight into qkvr, kept for the backward
+            matmul_forward(qkvr, ln1, p->qkvw + l * 3 * CC, p->qkvb + l * 3 * C, BT, C, 3 * C, NULL, mm);
+            attention_forward_flash(atty, a->lse + l * (size_t)B * NH * T, qkvr, B, T, C, NH, s);
+        } else {          // qkv in scratch, split by head into qkvr
+            matmul_forward(scratch, ln1, p->qkvw + l * 3 * CC, p->qkvb + l * 3 * C, BT, C, 3 * C, NULL, mm);
+            attention_forward(atty, qkvr, att, scratch, B, T, C, NH, mm);
+        }
         matmul_forward(scratch, atty, p->attprojw + l * CC, p->attprojb + l * C, BT, C, C, NULL, mm);
         fused_residual_layernorm_forward(residual2, ln2, a->ln2_mean + l * BT, a->ln2_rstd + l * BT, residual, scratch,
                                          p->ln2w + l * C, p->ln2b + l * C, BT, C, s);
@@ -434,7 +478,7 @@ static void gpt2_backward(GPT2* m) {
         floatX* residual_in = l == 0 ? a->encoded : a->residual3 + (l - 1) * BTC;
         floatX* ln1 = a->ln1 + l * BTC;
         floatX* qkvr = a->qkvr + l * 3 * BTC;
-        floatX* att = a->att + l * att_n;
+        floatX* att = m->flash ? NULL : a->att + l * att_n;
         floatX* atty = a->atty + l * BTC;
         floatX* residual2 = a->residual2 + l * BTC;
         floatX* ln2 = a->ln2 + l * BTC;
@@ -450,7 +494,10 @@ static void gpt2_backward(GPT2* m) {
         // residual2 = residual_in + attproj: dattproj = dresidual (now d residual2)
         matmul_backward<GradT>(dbtc, g.attprojw + l * CC, g.attprojb + l * C, dresidual, atty, p->attprojw + l * CC,
                                BT, C, C, NULL, mm);                               // dbtc = d(atty)
-        attention_backward(dbt4c, dqkvr, datt, dbtc, qkvr, att, B, T, C, NH, mm);  // dbt4c = d(qkv) (B,T,3C)
+        if (m->flash)   // dbt4c = d(qkv) (B,T,3C)
+            attention_backward_flash(dbt4c, (float*)a->output, dbtc, qkvr, atty, a->lse + l * (size_t)B * NH * T, B, T, C, NH, s);
+        else
+            attention_backward(dbt4c, dqkvr, datt, dbtc, qkvr, att, B, T, C, NH, mm);
         matmul_backward<GradT>(dbtc, g.qkvw + l * 3 * CC, g.qkvb + l * 3 * C, dbt4c, ln1, p->qkvw + l * 3 * CC,
                                BT, C, 3 * C, NULL, mm);                           // dbtc = d(ln1)
         layernorm_backward<GradT>(dresidual, g.ln1w + l * C, g.ln1b + l * C, dbtc, residual_in, p->ln1w + l * C,
@@ -702,11 +749,12 @@ static void print_plan(const TrainOptions* o, const Comm* comm) {
     int world = o->plan_world > 0 ? o->plan_world : comm->world;
     DType grad_type = o->grad_bf16 ? DTYPE_BF16 : DTYPE_F32;
     const char* g = o->grad_bf16 ? "bf16" : "fp32";
-    MemoryPlan p = gpt2_memory_plan(&c, o->B, o->T, 0, world, o->zero_stage, o->sync_each_microstep, grad_type);
+    int flash = use_flash_attention(o->attn, &c);
+    MemoryPlan p = gpt2_memory_plan(&c, o->B, o->T, 0, world, o->zero_stage, o->sync_each_microstep, grad_type, flash);
     if (comm->rank != 0) return;
     gpt2_print_config(&c, gpt2_num_parameters(&c));
-    printf("plan: memory per GPU for P=%d, B=%d, T=%d, %s gradients, -z %d, -sync_each_microstep %d (every rank alike)\n",
-           world, o->B, o->T, g, o->zero_stage, o->sync_each_microstep);
+    printf("plan: memory per GPU for P=%d, B=%d, T=%d, %s gradients, -z %d, -sync_each_microstep %d, %s attention "
+           "(every rank alike)\n", world, o->B, o->T, g, o->zero_stage, o->sync_each_microstep, flash ? "flash" : "materialized");
     char note[128];
     snprintf(note, sizeof(note), FLOATX_NAME ", S*P = %zu x %d (S = ceil(N/P))", p.shard_size, world);
     plan_line("parameters", p.params, note);
@@ -789,13 +837,15 @@ int main(int argc, char** argv) {
     double peak = print_device(&comm);
     DType grad_type = opt.grad_bf16 ? DTYPE_BF16 : DTYPE_F32;
     GPT2 model;
-    gpt2_build(&model, &config, init, opt.B, opt.T, comm.rank, comm.world, opt.zero_stage, opt.sync_each_microstep, grad_type);
+    int flash = use_flash_attention(opt.attn, &config);
+    gpt2_build(&model, &config, init, opt.B, opt.T, comm.rank, comm.world, opt.zero_stage, opt.sync_each_microstep, grad_type, flash);
     free(init);
     model.fuse_gelu = opt.fuse_gelu;
     comm_nccl_set_compute_stream(&comm, model.stream);
     if (comm.rank == 0) {
         gpt2_print_config(&config, model.num_params);
         print_memory(&model, opt.grad_bf16 ? "bf16" : "fp32");
+        printf("attention: %s (-attn %s)\n", flash ? "flash, no (B,NH,T,T) buffers" : "materialized (B,NH,T,T)", opt.attn);
     }
     Trainable tr = gpt2_trainable(&model, peak);
     run_training(&opt, &tr, &comm);

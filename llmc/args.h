@@ -35,6 +35,7 @@ typedef struct {
     int fuse_gelu;              // GPU only: 1 fuses the MLP's GELU into the matmul (cuBLASLt epilogue)
     int plan;                   // GPU only: 1 prints the memory per GPU and exits, with no CUDA call
     int plan_world;             // P for -plan; 0: the mpirun world
+    const char* attn;           // GPU only: attention kernels, "auto", "flash" or "ref"
     // evaluation, sampling, checkpoints
     int val_every, val_rows, sample_every, gen_T;
     int val_defaulted_off;      // 1: -j not given and -i is not the default data, so no validation
@@ -109,6 +110,7 @@ static const ArgSpec TRAIN_ARGS[] = {
     ARG("-plan", ARG_INT, plan, "0", BOOL01, "GPU: 1 prints the memory per GPU of this configuration, buffer by buffer, and exits (no GPU needed)"),
     ARG("-plan_world", ARG_INT, plan_world, "0", NONNEG, "GPU: the number of GPUs P for -plan; 0 for the mpirun world"),
     ARG("-fuse_gelu", ARG_INT, fuse_gelu, "1", BOOL01, "GPU: 1 fuses the GELU into the matmul (cuBLASLt epilogue, plain matmul + GELU kernel if it has none), 0 never"),
+    ARG("-attn", ARG_STRING, attn, "auto", NO_RANGE, "GPU attention: flash (no T x T matrix; head size 16/32/64/128, bf16 build), ref (materialized), auto (flash where supported)"),
     ARG("-v", ARG_INT, val_every, "20", NONNEG, "validation every this many steps, 0 for never"),
     ARG("-h", ARG_INT, hellaswag, "0", BOOL01, "1: HellaSwag accuracy every -v steps and at the end (-h alone: this help)"),
     ARG("-h_file", ARG_STRING, hellaswag_file, "dev/data/hellaswag/hellaswag_val.bin", NO_RANGE, "HellaSwag eval file (dev/data/hellaswag.py)"),
@@ -237,6 +239,8 @@ static int parse_args(TrainOptions* o, int argc, char** argv, char* err, size_t 
         return fail_with(err, n, "flag -o: path of %zu characters, expected at most %d", strlen(o->out_dir), MAX_PATH_CHARS);
     if (strlen(o->dump_grads) > MAX_PATH_CHARS)
         return fail_with(err, n, "flag -dump_grads: path of %zu characters, expected at most %d", strlen(o->dump_grads), MAX_PATH_CHARS);
+    if (strcmp(o->attn, "auto") != 0 && strcmp(o->attn, "flash") != 0 && strcmp(o->attn, "ref") != 0)
+        return fail_with(err, n, "flag -attn expects auto, flash or ref, got '%s'", o->attn);
     int ways = (o->total_batch != -1) + (o->K != -1) + (o->k_schedule[0] != '\0');
     if (ways > 1) return fail_with(err, n, "flags -d, -k and -k_schedule each set K: give at most one");
     if (o->plan_world > 0 && !o->plan) return fail_with(err, n, "flag -plan_world needs -plan 1");

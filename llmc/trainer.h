@@ -372,7 +372,7 @@ static double hash_value(uint64_t h) { return (double)(h >> 11); }
 // rank (paths may differ between nodes, so only whether each is given is compared), and so must the
 // initial parameters.
 static void agree_on_options(const TrainOptions* o, Trainable* tr, Comm* c) {
-    enum { EXTRA = 11 };
+    enum { EXTRA = 12 };
     double values[NUM_TRAIN_ARGS + EXTRA];
     const char* names[NUM_TRAIN_ARGS + EXTRA];
     int n = 0;
@@ -389,6 +389,7 @@ static void agree_on_options(const TrainOptions* o, Trainable* tr, Comm* c) {
     names[n] = "whether -o is given";     values[n++] = o->out_dir[0] != '\0';
     names[n] = "whether -dump_grads is given"; values[n++] = o->dump_grads[0] != '\0';
     names[n] = "-k_schedule";           values[n++] = hash_value(fnv1a(FNV1A_SEED, o->k_schedule, strlen(o->k_schedule)));
+    names[n] = "-attn";                 values[n++] = hash_value(fnv1a(FNV1A_SEED, o->attn, strlen(o->attn)));
     names[n] = "the model's max_seq_len"; values[n++] = cfg->max_seq_len;
     names[n] = "the model's vocab_size";  values[n++] = cfg->vocab_size;
     names[n] = "the model's padded_vocab_size"; values[n++] = cfg->padded_vocab_size;

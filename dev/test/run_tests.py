@@ -27,6 +27,7 @@ SUITES = [
     ("CUDA code on the CPU emulation", [PYTHON, "dev/test/test_cpucuda.py"]),
     ("CUDA trainer, fp32 build, emulated, vs the CPU trainer", [PYTHON, "dev/test/test_cuda_fp32.py"]),
     ("CUDA trainer on the CPU emulation: -plan, GELU fallback, in-place reduce-scatter", [PYTHON, "dev/test/test_cuda_plan.py"]),
+    ("flash attention (CPU emulation) and the cost model", [PYTHON, "dev/test/test_flash.py"]),
 ]
 
 

@@ -41,13 +41,14 @@ if not os.path.exists(debug):
                       "--input_bin", os.path.join(ts, "tiny_shakespeare_train.bin"),
                       "--write_checkpoint", model, "--write_debug_state", debug])
     checks.check(rc == 0, "oracle writes the debug state", tail(se, 2))
-rc, so, se = run(["./test_gpt2cu", model, debug])
-sys.stdout.write(so)
-sys.stdout.write(se)
-fails = [l for l in so.splitlines() if l.startswith("FAIL")]
-# run_tests.py counts test_gpt2cu's own PASS/FAIL lines; this check makes this script's exit code say it too
-checks.check(rc == 0 and not fails, "test_gpt2cu exits 0 with no FAIL line",
-             f"exit code {rc}, {len(fails)} FAIL line(s)" + (f": {tail(se)}" if rc != 0 and not fails else ""))
+for attn in ("flash", "ref"):   # both attentions (-attn of train_gpt2cu) against the same oracle
+    rc, so, se = run(["./test_gpt2cu", model, debug, attn])
+    sys.stdout.write(so)
+    sys.stdout.write(se)
+    fails = [l for l in so.splitlines() if l.startswith("FAIL")]
+    # run_tests.py counts test_gpt2cu's own PASS/FAIL lines; this check makes this script's exit code say it too
+    checks.check(rc == 0 and not fails, f"test_gpt2cu ({attn} attention) exits 0 with no FAIL line",
+                 f"exit code {rc}, {len(fails)} FAIL line(s)" + (f": {tail(se)}" if rc != 0 and not fails else ""))
 rc, so, se = run(["./train_gpt2cu", "-e", "tiny", "-i", os.path.join(ts, "tiny_shakespeare_train.bin"),
                   "-j", os.path.join(ts, "tiny_shakespeare_val.bin"), "-tk", os.path.join(ts, "gpt2_tokenizer.bin"),
                   "-b", "8", "-t", "64", "-x", "60", "-l", "2e-3", "-v", "30", "-s", "60"])
