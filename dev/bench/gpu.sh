@@ -8,7 +8,7 @@
 # For each side it prints the median step time over the steps after the first WARMUP (the first ones
 # include cuBLASLt's heuristics and torch.compile), tokens/s, MFU and peak GPU memory, then the ratio
 # C/PyTorch, and a row for dev/bench/RESULTS.md. MFU for both sides uses the same formula as
-# train_gpt2cu (6 flops per parameter per token + 12*L*C*T for attention, llmc/trainer.h) over the bf16
+# train_gpt2cu (llm.c's formula: 6 flops per parameter per token + 6*L*C*T for attention) over the bf16
 # peak train_gpt2cu prints for this GPU ("unknown" when it does not know the GPU). Peak memory: what
 # each program allocated (train_gpt2cu: its cudaMallocs; PyTorch: torch.cuda.max_memory_allocated),
 # neither counting the CUDA context.
@@ -77,11 +77,15 @@ step_ms() {
 median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 [ "$STEPS" -gt "$WARMUP" ] || fail "STEPS ($STEPS) must exceed WARMUP ($WARMUP)"
-C_CMD=("$C_BIN" -e d12 -b "$B" -t "$T" -k 1 -x "$STEPS" -l "$LR" -v 0 -s 0 -j "" -i "$TRAIN_BIN")
+# both attention paths of train_gpt2cu: flash (llmc/cuda_flash_attention.cuh) and the materialized one
+C_CMD=("$C_BIN" -e d12 -b "$B" -t "$T" -k 1 -x "$STEPS" -l "$LR" -v 0 -s 0 -j "" -i "$TRAIN_BIN" -attn flash)
+R_CMD=("$C_BIN" -e d12 -b "$B" -t "$T" -k 1 -x "$STEPS" -l "$LR" -v 0 -s 0 -j "" -i "$TRAIN_BIN" -attn ref)
 PY_CMD=("$PY" train_gpt2.py --model d12 --device cuda --dtype bfloat16 --compile 1 --flash 1 --T "$T" --B "$B" --K 1
         --num_iterations "$STEPS" --learning_rate "$LR" --input_bin "$TRAIN_BIN")
 echo "== C:  ${C_CMD[*]}"
 "${C_CMD[@]}" >"$LOG/gpu_c.log" 2>&1 || { tail -5 "$LOG/gpu_c.log"; fail "train_gpt2cu failed: $LOG/gpu_c.log"; }
+echo "== C:  ${R_CMD[*]}"
+"${R_CMD[@]}" >"$LOG/gpu_c_ref.log" 2>&1 || { tail -5 "$LOG/gpu_c_ref.log"; fail "train_gpt2cu -attn ref failed: $LOG/gpu_c_ref.log"; }
 echo "== Py: ${PY_CMD[*]}"
 "${PY_CMD[@]}" >"$LOG/gpu_py.log" 2>&1 || { tail -5 "$LOG/gpu_py.log"; fail "train_gpt2.py failed: $LOG/gpu_py.log"; }
 
@@ -90,18 +94,22 @@ NPARAMS=$(grep -oE '[0-9]+ parameters' "$LOG/gpu_c.log" | head -1 | cut -d' ' -f
 PEAK=$(grep -oE 'bf16 dense peak [0-9.]+ TFLOPS' "$LOG/gpu_c.log" | head -1 | awk '{print $4}')
 C_MS=$(step_ms "$LOG/gpu_c.log" | median)
 PY_MS=$(step_ms "$LOG/gpu_py.log" | median)
+R_MS=$(step_ms "$LOG/gpu_c_ref.log" | median)
 C_MEM=$(grep -oE 'peak [0-9]+ MiB allocated' "$LOG/gpu_c.log" | awk '{print $2}')
+R_MEM=$(grep -oE 'peak [0-9]+ MiB allocated' "$LOG/gpu_c_ref.log" | awk '{print $2}')
 PY_MEM=$(grep -oE 'peak_mem_mb=[0-9.]+' "$LOG/gpu_py.log" | cut -d= -f2)
 stats() {  # stats MS -> "tok_per_s mfu"
     awk -v ms="$1" -v bt=$((B * T)) -v n="${NPARAMS:-0}" -v L=12 -v C=768 -v T=$T -v peak="${PEAK:-}" 'BEGIN {
         tok = bt * 1000 / ms
-        if (peak == "" || n == 0) mfu = "unknown"; else mfu = sprintf("%.1f%%", 100 * (6 * n + 12 * L * C * T) * tok / (peak * 1e12))
+        if (peak == "" || n == 0) mfu = "unknown"; else mfu = sprintf("%.1f%%", 100 * (6 * n + 6 * L * C * T) * tok / (peak * 1e12))
         printf "%.0f %s", tok, mfu }'
 }
 read -r C_TOK C_MFU <<<"$(stats "$C_MS")"
 read -r PY_TOK PY_MFU <<<"$(stats "$PY_MS")"
+read -r R_TOK R_MFU <<<"$(stats "$R_MS")"
 printf "\n%-22s %10s %10s %8s %14s\n" side median_ms tok_per_s MFU peak_mem_MiB
-printf "%-22s %10.1f %10s %8s %14s\n" "train_gpt2cu" "$C_MS" "$C_TOK" "$C_MFU" "${C_MEM:-?}"
+printf "%-22s %10.1f %10s %8s %14s\n" "train_gpt2cu flash" "$C_MS" "$C_TOK" "$C_MFU" "${C_MEM:-?}"
+printf "%-22s %10.1f %10s %8s %14s\n" "train_gpt2cu ref attn" "$R_MS" "$R_TOK" "$R_MFU" "${R_MEM:-?}"
 printf "%-22s %10.1f %10s %8s %14s\n" "train_gpt2.py (torch)" "$PY_MS" "$PY_TOK" "$PY_MFU" "${PY_MEM:-?}"
 awk -v a="$C_TOK" -v b="$PY_TOK" -v ma="${C_MEM:-0}" -v mb="${PY_MEM:-0}" 'BEGIN {
     printf "ratio C/PyTorch: tokens/s %.2fx", a / b; if (ma > 0 && mb > 0) printf ", peak memory %.2fx", ma / mb; printf "\n" }'
@@ -109,4 +117,5 @@ echo "(B=$B T=$T K=1, median over steps $((WARMUP + 1))..$STEPS; MFU over ${PEAK
 echo
 echo "rows for dev/bench/RESULTS.md:"
 echo "| $(date +%F) | $GPU_NAME | \`${C_CMD[*]}\` | $C_TOK | $C_MFU | ${C_MEM:-?} MiB |"
+echo "| $(date +%F) | $GPU_NAME | \`${R_CMD[*]}\` | $R_TOK | $R_MFU | ${R_MEM:-?} MiB |"
 echo "| $(date +%F) | $GPU_NAME | \`${PY_CMD[*]}\` | $PY_TOK | $PY_MFU | ${PY_MEM:-?} MiB |"

@@ -139,8 +139,13 @@ def test_export(ckpt):
                  f"train_gpt2 {ours:.7f}, transformers {ref:.7f}, |diff| {abs(ours - ref):.2e} (tol {LOSS_TOL:g})")
     back = os.path.join(work, "roundtrip.bin")
     rc, so, se = run([PYTHON, "dev/import_hf.py", hf_dir, back])
-    same = rc == 0 and open(back, "rb").read() == open(trained, "rb").read()
-    checks.check(same, "import(export(x)) is bit-identical (fp32)", f"rc={rc} {tail(se, 1)}")
+    # A trainer's checkpoint also carries its run's stamp (header slots 16..21, doc/formats.md), which
+    # a model rebuilt from Hugging Face files rightly lacks: every other byte must be the same.
+    def model_bytes(path):
+        b = open(path, "rb").read()
+        return b[:16 * 4] + b[22 * 4:]
+    same = rc == 0 and model_bytes(back) == model_bytes(trained)
+    checks.check(same, "import(export(x)) is bit-identical (fp32; all but the run stamp in header slots 16..21)", f"rc={rc} {tail(se, 1)}")
     try:
         tok = transformers.GPT2Tokenizer.from_pretrained(hf_dir)
         text = "Hello world, it's the GPT-2 tokenizer."
