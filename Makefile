@@ -136,7 +136,7 @@ test: train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu train_gpt2fp32cu cpucuda cpu
 
 clean:
 	rm -f train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu train_gpt2fp32cu test_gpt2fp32cu
-	rm -rf build/test build/cpu.flags build/cuda.flags
+	rm -rf build/test build/cpu.flags build/cuda.flags build/cpucuda build/cpucuda.flags
 
 FORCE:
 .PHONY: test clean check_nvcc tinyshakespeare FORCE
