@@ -254,12 +254,24 @@ struct alignas(16) Packed128 {
 typedef Packed128<floatX> x128;   // 8 bf16, or 4 float (ENABLE_FP32): x128::size, never 8
 typedef Packed128<float> f128;    // 4 float
 
+// A GPU stops a kernel whose 128-bit access is misaligned (cudaErrorMisalignedAddress); x86 would
+// quietly load it, so the CPU emulation (dev/cpucuda) checks and stops the same way, naming the kernel.
+#ifdef CPUCUDA
+#define CHECK_ALIGNED16(address, who) \
+    do { if ((uintptr_t)(address) % 16 != 0) { \
+        ::cpucuda::fatal(who ": address %p is not 16-byte aligned (kernel %s)", (const void*)(address), ::cpucuda::tls_block->kernel); } } while (0)
+#else
+#define CHECK_ALIGNED16(address, who) do { } while (0)
+#endif
+
 template<typename T>
 __device__ inline Packed128<T> load128(const T* address) {
+    CHECK_ALIGNED16(address, "load128");
     return *reinterpret_cast<const Packed128<T>*>(address);
 }
 template<typename T>
 __device__ inline void store128(T* address, Packed128<T> value) {
+    CHECK_ALIGNED16(address, "store128");
     *reinterpret_cast<Packed128<T>*>(address) = value;
 }
 
