@@ -75,6 +75,7 @@ if need(probes):
         "lane": ("thread (5,0,0) (lane 5) returned while lanes", "kernel early_return_lane, block (0,0,0)"),
         "divergent": ("divergent warp: thread", "kernel divergent_warp"),
         "strict": ("wait in __syncthreads (CPUCUDA_STRICT=1); kernel divergent_syncthreads", "thread ("),
+        "misaligned": ("load128: address", "is not 16-byte aligned (kernel misaligned_load128)"),
     }
     for case, words in expect.items():
         env = {"CPUCUDA_STRICT": "1"} if case == "strict" else None

@@ -6,6 +6,8 @@ probes.cu: the CPU emulation checked against itself (dev/test/test_cpucuda.py ru
   ./probes strict      with CPUCUDA_STRICT=1: __syncthreads under a branch that only some threads take
   ./probes lane        a lane returns before a full-mask shuffle: must stop naming the lane
   ./probes divergent   lanes of one warp in different intrinsics: must stop naming both
+  ./probes misaligned  a 128-bit load (llmc's load128) from an address that is not 16-byte aligned
+                       (a GPU stops with cudaErrorMisalignedAddress): must stop naming the kernel
 The last three are programs that would hang (or be undefined) on a GPU; here they must end with one
 "[cpucuda] ..." diagnosis and a non-zero exit, never hang.
 */
@@ -17,6 +19,7 @@ The last three are programs that would hang (or be undefined) on a GPU; here the
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 #include <mma.h>
+#include "../../../llmc/cuda_common.cuh"
 using namespace nvcuda;
 
 // C (M,N) = A (M,K) B (K,N), row-major, one warp per 16x16 tile of C
@@ -85,6 +88,12 @@ static int check_wmma() {
     return bad != 0;
 }
 
+// x + 1 is 4-byte but not 16-byte aligned
+__global__ void misaligned_load128(float* x) {
+    f128 v = load128(x + 1);
+    x[0] = v.v[0];
+}
+
 int main(int argc, char** argv) {
     const char* what = argc > 1 ? argv[1] : "";
     float* x;
@@ -95,7 +104,8 @@ int main(int argc, char** argv) {
     else if (strcmp(what, "strict") == 0) divergent_syncthreads<<<2, 64>>>(x);
     else if (strcmp(what, "lane") == 0) early_return_lane<<<1, 32>>>(x);
     else if (strcmp(what, "divergent") == 0) divergent_warp<<<1, 32>>>(x);
-    else { fprintf(stderr, "usage: probes wmma|deadlock|strict|lane|divergent\n"); return 2; }
+    else if (strcmp(what, "misaligned") == 0) misaligned_load128<<<1, 1>>>(x);
+    else { fprintf(stderr, "usage: probes wmma|deadlock|strict|lane|divergent|misaligned\n"); return 2; }
     cudaDeviceSynchronize();
     printf("%s: the kernel finished (the emulation should have stopped it)\n", what);
     return 0;
