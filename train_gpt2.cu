@@ -164,7 +164,7 @@ typedef struct {
     double* scalar_pinned;          // its pinned host copy
     cudaEvent_t scalar_ready;
     float* norm_scratch;            // (GLOBAL_NORM_MAX_BLOCKS)
-    float* ln_scratch;              // layernorm_backward's partial sums
+    float* ln_scratch;              // layernorm_backward's counter and partial sums (zeroed at allocation)
     cudaStream_t stream;            // every kernel of the model runs on it
     MatmulContext mm;
     size_t bytes_params, bytes_grads, bytes_opt, bytes_acts, bytes_other;
@@ -326,6 +326,8 @@ static void gpt2_build(GPT2* m, const GPT2Config* c, const float* init_params, i
     m->targets = (int*)gpu_alloc(m, plan.targets, &m->bytes_other, "the targets");
     m->scalar_dev = (double*)gpu_alloc(m, plan.scalar, &m->bytes_other, "a scalar");
     m->norm_scratch = (float*)gpu_alloc(m, plan.norm_scratch, &m->bytes_other, "norm scratch");
+    // layernorm_backward's blocks-done counter (the scratch's first word) must be zero before its first
+    // call, and each call leaves it zero: gpu_alloc's cudaMemsetAsync zeroes it here.
     m->ln_scratch = (float*)gpu_alloc(m, plan.ln_scratch, &m->bytes_other, "layernorm scratch");
     cudaCheck(cudaMallocHost((void**)&m->inputs_pinned, BT * sizeof(int)));
     cudaCheck(cudaMallocHost((void**)&m->targets_pinned, BT * sizeof(int)));

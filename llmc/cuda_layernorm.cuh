@@ -10,41 +10,122 @@ backward, and the fused "residual add + LayerNorm" forward.
             dbias   += sum over rows of dout
 
 Gradients ACCUMULATE (+=): dinp (an activation gradient, the residual stream's), dweight and dbias.
+Statistics are computed in fp32 from the floatX inputs; mean and rstd are stored in fp32 for backward.
 
-The weight / bias gradients are deterministic: each of LN_BWD_PARTS fixed slices of the rows writes
-its own per-channel partial sums into `scratch`, then one kernel adds the partials in a fixed order.
-No float atomics anywhere.
-
-Statistics are computed in fp32 from the bf16 inputs; mean and rstd are stored in fp32 for backward.
+These kernels are bandwidth-bound (a few flops per byte), so they are written to move each byte as
+few times as possible:
+  - 128-bit loads and stores (x128: 8 bf16, or 4 floats in the fp32 build) when C is a multiple of
+    x128::size and every row pointer is 16-byte aligned; element-wise accesses otherwise. One kernel
+    body, templated on VEC = x128::size or 1, serves both; the launcher picks at run time.
+  - forward: one warp per row. The three passes (mean, variance, normalize) need the row three times;
+    it is read from global memory once into a per-warp row cache in dynamic shared memory. Rows per
+    block shrink so the caches fit in 48 KiB; a row larger than 48 KiB (C > 24576 in bf16) is
+    re-read from global memory instead.
+  - backward: ONE kernel. Each block owns a fixed slice of rows; its warps compute dinp row by row
+    and add dout * xhat and dout into per-warp accumulators (C floats each, shared memory), which
+    the block sums in warp order into its own partial in `scratch`. The last block to finish (an
+    integer counter in `scratch`) adds all partials in block order into dweight / dbias and resets
+    the counter. Every sum has a fixed order, so the gradients are the same bits on every run. No
+    float atomics.
 */
 #ifndef LLMC_CUDA_LAYERNORM_CUH
 #define LLMC_CUDA_LAYERNORM_CUH
 
+#include <initializer_list>
 #include "cuda_common.cuh"
 
 #define LAYERNORM_EPS 1e-5f
 
-// number of row slices for the deterministic dweight/dbias reduction; scratch holds 2*LN_BWD_PARTS*C floats
-#define LN_BWD_PARTS 32
+// dynamic shared memory a launch may use without opting in (cudaFuncSetAttribute): 48 KiB on every
+// GPU. The kernels here use no static shared memory, so all of it is theirs.
+#define LN_SMEM_BUDGET (48 * 1024)
 
-// bytes of scratch that layernorm_backward needs for C channels
-inline size_t layernorm_backward_scratch_bytes(int C) { return (size_t)2 * LN_BWD_PARTS * C * sizeof(float); }
+// layernorm_backward's grid has at most this many blocks. It bounds the scratch (one partial of 2*C
+// floats per block) and the work of the last block, which reads every partial; 128 is about one
+// block per SM on an A100 / H100.
+#define LN_BWD_MAX_BLOCKS 128
+
+// layernorm_backward's scratch: a 16-byte header whose first word is the blocks-done counter, then
+// LN_BWD_MAX_BLOCKS partials of (dweight C, dbias C) floats. The memory plan sizes it with this.
+#define LN_BWD_HEADER_FLOATS 4
+inline size_t layernorm_backward_scratch_bytes(int C) {
+    return (LN_BWD_HEADER_FLOATS + (size_t)2 * LN_BWD_MAX_BLOCKS * C) * sizeof(float);
+}
+
+// ----------------------------------------------------------------------------
+// VEC consecutive elements <-> floats: 128-bit accesses when VEC is a multiple of T's pack width
+// (the launcher has checked the alignment), element-wise otherwise (VEC = 1)
+
+template<int VEC, typename T>
+__device__ inline void ln_load(float (&dst)[VEC], const T* src) {
+    constexpr int P = Packed128<T>::size;
+    if constexpr (VEC % P == 0) {
+#pragma unroll
+        for (int i = 0; i < VEC; i += P) {
+            Packed128<T> p = load128(src + i);
+#pragma unroll
+            for (int k = 0; k < P; k++) { dst[i + k] = to_float(p.v[k]); }
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < VEC; k++) { dst[k] = to_float(src[k]); }
+    }
+}
+
+template<int VEC, typename T>
+__device__ inline void ln_store(T* dst, const float (&src)[VEC]) {
+    constexpr int P = Packed128<T>::size;
+    if constexpr (VEC % P == 0) {
+#pragma unroll
+        for (int i = 0; i < VEC; i += P) {
+            Packed128<T> p;
+#pragma unroll
+            for (int k = 0; k < P; k++) { p.v[k] = from_float<T>(src[i + k]); }
+            store128(dst + i, p);
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < VEC; k++) { dst[k] = from_float<T>(src[k]); }
+    }
+}
+
+// In every loop over a row below, lane `lane` of a warp handles elements [c, c + VEC) for
+// c = lane*VEC, lane*VEC + 32*VEC, ...: consecutive lanes touch consecutive packs, so with VEC = 8 a
+// warp reads 512 contiguous bytes per step.
 
 // ----------------------------------------------------------------------------
 // forward
 
-// shared body: one warp normalizes one row x (C), already in memory as bf16
+// One warp normalizes one row x (C), whose values it reads three times: x is the warp's row cache in
+// shared memory, or the row in global memory when it did not fit. Every lane reads only the elements
+// it wrote into the cache itself, so the warp needs no synchronization.
+template<int VEC>
 __device__ inline void layernorm_row(floatX* out, float* mean, float* rstd, const floatX* x,
                                      const floatX* weight, const floatX* bias, int row, int C, int lane) {
     float sum = 0.0f;
-    for (int c = lane; c < C; c += 32) { sum += to_float(x[c]); }
+    for (int c = lane * VEC; c < C; c += 32 * VEC) {
+        float v[VEC];
+        ln_load<VEC>(v, x + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) { sum += v[k]; }
+    }
     const float m = warp_reduce_sum(sum) / C;
-    float sq = 0.0f;
-    for (int c = lane; c < C; c += 32) { float d = to_float(x[c]) - m; sq += d * d; }
+    float sq = 0.0f;   // two passes: the variance of values with a large mean stays exact
+    for (int c = lane * VEC; c < C; c += 32 * VEC) {
+        float v[VEC];
+        ln_load<VEC>(v, x + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) { float d = v[k] - m; sq += d * d; }
+    }
     const float s = rsqrtf(warp_reduce_sum(sq) / C + LAYERNORM_EPS);
-    for (int c = lane; c < C; c += 32) {
-        float n = (to_float(x[c]) - m) * s;
-        out[c] = from_float<floatX>(n * to_float(weight[c]) + to_float(bias[c]));
+    for (int c = lane * VEC; c < C; c += 32 * VEC) {
+        float v[VEC], w[VEC], b[VEC], o[VEC];
+        ln_load<VEC>(v, x + c);
+        ln_load<VEC>(w, weight + c);
+        ln_load<VEC>(b, bias + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) { o[k] = (v[k] - m) * s * w[k] + b[k]; }
+        ln_store<VEC>(out + c, o);
     }
     if (lane == 0) {
         if (mean != NULL) { mean[row] = m; }
@@ -52,171 +133,270 @@ __device__ inline void layernorm_row(floatX* out, float* mean, float* rstd, cons
     }
 }
 
-// one warp per row; blockDim.x a multiple of 32
-static __global__ void layernorm_forward_kernel(floatX* out, float* mean, float* rstd, const floatX* inp,
-                                                const floatX* weight, const floatX* bias, int N, int C) {
-    const int lane = threadIdx.x % 32;
-    const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+// One warp per row. cache_rows: dynamic shared memory holds (blockDim.x / 32, C) floatX, one row per
+// warp; otherwise there is none and the row is read from global memory each pass.
+template<int VEC>
+__global__ void layernorm_forward_kernel(floatX* out, float* mean, float* rstd, const floatX* inp,
+                                         const floatX* weight, const floatX* bias, int N, int C, bool cache_rows) {
+    extern __shared__ __align__(16) floatX ln_row_cache[];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int row = blockIdx.x * (blockDim.x / 32) + warp;
     if (row >= N) { return; }
-    layernorm_row(out + (size_t)row * C, mean, rstd, inp + (size_t)row * C, weight, bias, row, C, lane);
+    const floatX* x = inp + (size_t)row * C;
+    if (cache_rows) {
+        floatX* cache = ln_row_cache + (size_t)warp * C;
+        for (int c = lane * VEC; c < C; c += 32 * VEC) {
+            float v[VEC];
+            ln_load<VEC>(v, x + c);
+            ln_store<VEC>(cache + c, v);   // floatX -> float -> floatX is exact
+        }
+        x = cache;
+    }
+    layernorm_row<VEC>(out + (size_t)row * C, mean, rstd, x, weight, bias, row, C, lane);
 }
 
-// residual = inp1 + inp2 (rounded to bf16 and stored), then layernorm of the stored residual, so the
-// statistics match exactly what backward will read back. One warp per row.
-static __global__ void fused_residual_layernorm_forward_kernel(floatX* residual, floatX* out, float* mean,
-                                                               float* rstd, const floatX* inp1,
-                                                               const floatX* inp2, const floatX* weight,
-                                                               const floatX* bias, int N, int C) {
-    const int lane = threadIdx.x % 32;
-    const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+// residual = inp1 + inp2, rounded to floatX and stored; then the LayerNorm of the ROUNDED residual, so
+// the statistics are those of exactly what backward will read back. One warp per row, cache_rows as
+// above (without a cache the normalization reads the stored residual back).
+// residual may alias inp1 or inp2: each element is read and then written by the same lane, and no
+// other lane touches it, so the pointers are deliberately not __restrict__.
+template<int VEC>
+__global__ void fused_residual_layernorm_forward_kernel(floatX* residual, floatX* out, float* mean, float* rstd,
+                                                        const floatX* inp1, const floatX* inp2,
+                                                        const floatX* weight, const floatX* bias, int N, int C,
+                                                        bool cache_rows) {
+    extern __shared__ __align__(16) floatX ln_row_cache[];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int row = blockIdx.x * (blockDim.x / 32) + warp;
     if (row >= N) { return; }
     const size_t off = (size_t)row * C;
-    // each lane writes residual[c] for its own c and is the only one to read it back below, so this is
-    // safe even when residual aliases inp1 or inp2
-    for (int c = lane; c < C; c += 32) {
-        residual[off + c] = from_float<floatX>(to_float(inp1[off + c]) + to_float(inp2[off + c]));
+    floatX* cache = cache_rows ? ln_row_cache + (size_t)warp * C : NULL;
+    for (int c = lane * VEC; c < C; c += 32 * VEC) {
+        float a[VEC], b[VEC];
+        ln_load<VEC>(a, inp1 + off + c);
+        ln_load<VEC>(b, inp2 + off + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) { a[k] += b[k]; }
+        ln_store<VEC>(residual + off + c, a);            // rounds to floatX
+        if (cache != NULL) { ln_store<VEC>(cache + c, a); }   // the same rounding
     }
-    layernorm_row(out + off, mean, rstd, residual + off, weight, bias, row, C, lane);
+    layernorm_row<VEC>(out + off, mean, rstd, cache != NULL ? cache : residual + off, weight, bias, row, C, lane);
 }
 
 // ----------------------------------------------------------------------------
 // backward
 
-// dinp += ..., one warp per row
-static __global__ void layernorm_backward_dinp_kernel(floatX* dinp, const floatX* dout, const floatX* inp,
-                                                      const floatX* weight, const float* mean,
-                                                      const float* rstd, int N, int C) {
-    const int lane = threadIdx.x % 32;
-    const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    if (row >= N) { return; }
-    const size_t off = (size_t)row * C;
-    const float m = mean[row];
-    const float s = rstd[row];
+// One warp, one row: dinp += ..., and the row's dout * xhat and dout added into the warp's
+// accumulators acc_w, acc_b (C floats each). Pass 1 computes the row's two means; pass 2 reads dout and
+// inp again (normally still in L1: a warp's row is a few KiB) to write dinp. Each lane reads and writes
+// only its own channels of acc_w / acc_b, so the warp needs no synchronization.
+template<int VEC>
+__device__ inline void layernorm_backward_row(floatX* dinp, float* acc_w, float* acc_b, const floatX* dout,
+                                              const floatX* inp, const floatX* weight, float m, float s,
+                                              int C, int lane) {
     float sum_dnorm = 0.0f, sum_dnorm_xhat = 0.0f;
-    for (int c = lane; c < C; c += 32) {
-        float xhat = (to_float(inp[off + c]) - m) * s;
-        float dnorm = to_float(dout[off + c]) * to_float(weight[c]);
-        sum_dnorm += dnorm;
-        sum_dnorm_xhat += dnorm * xhat;
+    for (int c = lane * VEC; c < C; c += 32 * VEC) {
+        float g[VEC], x[VEC], w[VEC];
+        ln_load<VEC>(g, dout + c);
+        ln_load<VEC>(x, inp + c);
+        ln_load<VEC>(w, weight + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) {
+            float xhat = (x[k] - m) * s;
+            float dnorm = g[k] * w[k];
+            sum_dnorm += dnorm;
+            sum_dnorm_xhat += dnorm * xhat;
+        }
     }
     const float mean_dnorm = warp_reduce_sum(sum_dnorm) / C;
     const float mean_dnorm_xhat = warp_reduce_sum(sum_dnorm_xhat) / C;
-    for (int c = lane; c < C; c += 32) {
-        float xhat = (to_float(inp[off + c]) - m) * s;
-        float dnorm = to_float(dout[off + c]) * to_float(weight[c]);
-        float d = s * (dnorm - mean_dnorm - xhat * mean_dnorm_xhat);
-        dinp[off + c] = from_float<floatX>(to_float(dinp[off + c]) + d);
+    for (int c = lane * VEC; c < C; c += 32 * VEC) {
+        float g[VEC], x[VEC], w[VEC], d[VEC], aw[VEC], ab[VEC];
+        ln_load<VEC>(g, dout + c);
+        ln_load<VEC>(x, inp + c);
+        ln_load<VEC>(w, weight + c);
+        ln_load<VEC>(d, dinp + c);
+        ln_load<VEC>(aw, acc_w + c);
+        ln_load<VEC>(ab, acc_b + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) {
+            float xhat = (x[k] - m) * s;
+            float dnorm = g[k] * w[k];
+            d[k] += s * (dnorm - mean_dnorm - xhat * mean_dnorm_xhat);
+            aw[k] += g[k] * xhat;
+            ab[k] += g[k];
+        }
+        ln_store<VEC>(dinp + c, d);
+        ln_store<VEC>(acc_w + c, aw);
+        ln_store<VEC>(acc_b + c, ab);
     }
 }
 
-// Per-slice partial sums of dweight and dbias.
-// grid = (CEIL_DIV(C, 32), LN_BWD_PARTS), block = (32, blockDim.y).
-// Block (cx, p) handles channels cx*32 + threadIdx.x and rows of slice p: [p*rows_per_part, ...).
-// Thread row ty sums rows ty, ty + blockDim.y, ...; the blockDim.y sums are then added in a fixed tree.
-// partials layout: scratch[p * C + c] for dweight, scratch[(LN_BWD_PARTS + p) * C + c] for dbias.
-static __global__ void layernorm_backward_partials_kernel(float* scratch, const floatX* dout, const floatX* inp,
-                                                          const float* mean, const float* rstd, int N, int C) {
-    extern __shared__ float smem[];   // 2 * blockDim.y * 32 floats
-    float* sw = smem;
-    float* sb = smem + blockDim.y * 32;
-    const int c = blockIdx.x * 32 + threadIdx.x;
-    const int p = blockIdx.y;
-    const int rows_per_part = CEIL_DIV(N, LN_BWD_PARTS);
-    const int r_begin = p * rows_per_part;
-    const int r_end = min(N, r_begin + rows_per_part);
-    float dw = 0.0f, db = 0.0f;
-    if (c < C) {
-        for (int r = r_begin + threadIdx.y; r < r_end; r += blockDim.y) {
-            size_t i = (size_t)r * C + c;
-            float g = to_float(dout[i]);
-            float xhat = (to_float(inp[i]) - mean[r]) * rstd[r];
-            dw += g * xhat;
-            db += g;
-        }
+// grid: G blocks; block b owns rows [b * rows_per_block, (b + 1) * rows_per_block) (clipped to N), its
+// warp w the rows b * rows_per_block + w, + warps, ... in increasing order.
+// scratch: see layernorm_backward_scratch_bytes; the counter must be zero on entry and is zero on exit.
+// acc_in_smem: dynamic shared memory holds (warps, 2, C) floats, each warp's (dweight, dbias) sums.
+// Otherwise (2*C floats exceed the budget) the block has one warp, which accumulates straight into
+// the block's partial in scratch.
+template<int VEC, typename GradT>
+__global__ void layernorm_backward_kernel(floatX* dinp, GradT* dweight, GradT* dbias, const floatX* dout,
+                                          const floatX* inp, const floatX* weight, const float* mean,
+                                          const float* rstd, float* scratch, int N, int C, int rows_per_block,
+                                          bool acc_in_smem) {
+    extern __shared__ __align__(16) float ln_warp_acc[];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    unsigned int* blocks_done = (unsigned int*)scratch;
+    float* partials = scratch + LN_BWD_HEADER_FLOATS;               // (gridDim.x, 2, C)
+    float* block_partial = partials + (size_t)blockIdx.x * 2 * C;  // this block's (dweight, dbias) sums
+    float* acc = acc_in_smem ? ln_warp_acc + (size_t)warp * 2 * C : block_partial;
+
+    for (int c = lane * VEC; c < C; c += 32 * VEC) {
+        float zero[VEC] = {};
+        ln_store<VEC>(acc + c, zero);
+        ln_store<VEC>(acc + C + c, zero);
     }
-    const int t = threadIdx.y * 32 + threadIdx.x;
-    sw[t] = dw;
-    sb[t] = db;
-    __syncthreads();
-    // tree over threadIdx.y; blockDim.y is a power of two
-    for (int stride = blockDim.y / 2; stride > 0; stride >>= 1) {
-        if (threadIdx.y < stride) {
-            sw[t] += sw[t + stride * 32];
-            sb[t] += sb[t + stride * 32];
-        }
+    const int r_begin = (int)blockIdx.x * rows_per_block;
+    const int r_end = min(N, r_begin + rows_per_block);
+    for (int r = r_begin + warp; r < r_end; r += warps) {
+        const size_t off = (size_t)r * C;
+        layernorm_backward_row<VEC>(dinp + off, acc, acc + C, dout + off, inp + off, weight, mean[r], rstd[r], C, lane);
+    }
+
+    // the block's partial: the warps' sums added in warp order
+    if (acc_in_smem) {
         __syncthreads();
+        for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) {
+            float sum = 0.0f;
+            for (int w = 0; w < warps; w++) { sum += ln_warp_acc[(size_t)w * 2 * C + i]; }
+            block_partial[i] = sum;
+        }
     }
-    if (threadIdx.y == 0 && c < C) {
-        scratch[(size_t)p * C + c] = sw[threadIdx.x];
-        scratch[(size_t)(LN_BWD_PARTS + p) * C + c] = sb[threadIdx.x];
-    }
-}
 
-// dweight[c] += sum_p partial_w[p][c], dbias likewise, p in increasing order
-template<typename GradT>
-__global__ void layernorm_backward_finish_kernel(GradT* dweight, GradT* dbias, const float* scratch, int C) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) { return; }
-    float dw = 0.0f, db = 0.0f;
-    for (int p = 0; p < LN_BWD_PARTS; p++) {
-        dw += scratch[(size_t)p * C + c];
-        db += scratch[(size_t)(LN_BWD_PARTS + p) * C + c];
+    // Publish it, then count this block as done. The block that brings the count to gridDim.x knows
+    // every other partial is visible (each thread fenced its writes, and the block synchronized,
+    // before counting) and finishes the job.
+    __threadfence();
+    __syncthreads();
+    unsigned int done_before = 0;
+    if (threadIdx.x == 0) { done_before = atomicAdd(blocks_done, 1u); }
+    const bool last = __syncthreads_or(threadIdx.x == 0 && done_before == gridDim.x - 1);
+    if (!last) { return; }
+
+    // dweight[c] += sum_b partial_b[c], b in increasing order; volatile: read what other SMs wrote,
+    // never a stale cached copy
+    const volatile float* all = partials;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float dw = 0.0f, db = 0.0f;
+        for (int b = 0; b < (int)gridDim.x; b++) {
+            dw += all[(size_t)b * 2 * C + c];
+            db += all[(size_t)b * 2 * C + C + c];
+        }
+        dweight[c] = from_float<GradT>(to_float(dweight[c]) + dw);
+        dbias[c] = from_float<GradT>(to_float(dbias[c]) + db);
     }
-    dweight[c] = from_float<GradT>(to_float(dweight[c]) + dw);
-    dbias[c] = from_float<GradT>(to_float(dbias[c]) + db);
+    if (threadIdx.x == 0) { *blocks_done = 0; }   // ready for the next call
 }
 
 // ----------------------------------------------------------------------------
 // launchers
 
-// out (N,C) bf16 = layernorm(inp (N,C) bf16) * weight (C) + bias (C); N = B*T rows.
+// the 128-bit path: C a multiple of the pack width and every pointer 16-byte aligned (then every row
+// start, at a multiple of C elements, is aligned too)
+inline bool layernorm_can_vectorize(int C, std::initializer_list<const void*> ptrs) {
+    if (C % x128::size != 0) { return false; }
+    for (const void* p : ptrs) {
+        if (!is_aligned16(p)) { return false; }
+    }
+    return true;
+}
+
+// The forward's launch shape: rows (= warps) per block and the bytes of the row caches. As many warps
+// as block_size allows whose rows fit in LN_SMEM_BUDGET; if not even one row fits, block_size / 32
+// warps without caches (smem 0).
+struct LayerNormForwardShape { int rows_per_block; size_t smem; };
+inline LayerNormForwardShape layernorm_forward_shape(int C, int block_size) {
+    const size_t row_bytes = (size_t)C * sizeof(floatX);
+    const int fit = (int)(LN_SMEM_BUDGET / row_bytes);
+    LayerNormForwardShape sh;
+    sh.rows_per_block = fit == 0 ? block_size / 32 : min(block_size / 32, fit);
+    sh.smem = fit == 0 ? 0 : sh.rows_per_block * row_bytes;
+    return sh;
+}
+
+// out (N,C) = layernorm(inp (N,C)) * weight (C) + bias (C), all floatX; N = B*T rows.
 // mean, rstd (N) fp32 are written for backward (either may be NULL, e.g. for inference).
-// block_size: multiple of 32 (one warp per row), at most 1024.
+// block_size: multiple of 32, at most 1024 (an upper bound: fewer warps when C is large).
 inline void layernorm_forward(floatX* out, float* mean, float* rstd, const floatX* inp, const floatX* weight,
                               const floatX* bias, int N, int C, cudaStream_t stream, int block_size = 256) {
     hostCheckBlockSize(block_size, "layernorm_forward");
-    const int rows_per_block = block_size / 32;
-    layernorm_forward_kernel<<<CEIL_DIV(N, rows_per_block), block_size, 0, stream>>>(
-        out, mean, rstd, inp, weight, bias, N, C);
+    const LayerNormForwardShape sh = layernorm_forward_shape(C, block_size);
+    const int grid = CEIL_DIV(N, sh.rows_per_block), block = sh.rows_per_block * 32;
+    if (layernorm_can_vectorize(C, {out, inp, weight, bias})) {
+        layernorm_forward_kernel<x128::size><<<grid, block, sh.smem, stream>>>(out, mean, rstd, inp, weight, bias, N, C, sh.smem > 0);
+    } else {
+        layernorm_forward_kernel<1><<<grid, block, sh.smem, stream>>>(out, mean, rstd, inp, weight, bias, N, C, sh.smem > 0);
+    }
     cudaCheck(cudaGetLastError());
 }
 
-// residual (N,C) bf16 = inp1 + inp2 (rounded to bf16), then out/mean/rstd = layernorm_forward(residual).
+// residual (N,C) = inp1 + inp2 (rounded to floatX), then out/mean/rstd = layernorm_forward(residual).
 // residual may alias inp1 or inp2 (an in-place residual add). block_size as layernorm_forward.
 inline void fused_residual_layernorm_forward(floatX* residual, floatX* out, float* mean, float* rstd,
                                              const floatX* inp1, const floatX* inp2, const floatX* weight,
                                              const floatX* bias, int N, int C, cudaStream_t stream,
                                              int block_size = 256) {
     hostCheckBlockSize(block_size, "fused_residual_layernorm_forward");
-    const int rows_per_block = block_size / 32;
-    fused_residual_layernorm_forward_kernel<<<CEIL_DIV(N, rows_per_block), block_size, 0, stream>>>(
-        residual, out, mean, rstd, inp1, inp2, weight, bias, N, C);
+    const LayerNormForwardShape sh = layernorm_forward_shape(C, block_size);
+    const int grid = CEIL_DIV(N, sh.rows_per_block), block = sh.rows_per_block * 32;
+    if (layernorm_can_vectorize(C, {residual, out, inp1, inp2, weight, bias})) {
+        fused_residual_layernorm_forward_kernel<x128::size><<<grid, block, sh.smem, stream>>>(
+            residual, out, mean, rstd, inp1, inp2, weight, bias, N, C, sh.smem > 0);
+    } else {
+        fused_residual_layernorm_forward_kernel<1><<<grid, block, sh.smem, stream>>>(
+            residual, out, mean, rstd, inp1, inp2, weight, bias, N, C, sh.smem > 0);
+    }
     cudaCheck(cudaGetLastError());
 }
 
-// dinp (N,C) bf16 += dLoss/dinp; dweight (C), dbias (C) += (GradT: float by default, or floatX).
-// dout (N,C) bf16; inp (N,C) bf16 is the layernorm's input; weight (C); mean, rstd (N) from forward.
-// scratch: device memory of layernorm_backward_scratch_bytes(C) bytes (fp32 partial sums), contents
-// not needed before or after. dinp must not alias dout or inp. Deterministic.
-// block_size: multiple of 32, a power of two, 32..1024.
+// The backward's launch shape, a function of N, C and block_size only (never of the GPU), so the
+// summation order, and with it every bit of dweight / dbias, is the same on any GPU.
+//   warps: as many as block_size allows whose accumulators (2*C floats each) fit in LN_SMEM_BUDGET;
+//          one, accumulating in scratch (smem 0), if not even one fits (C > 6144)
+//   blocks: at most LN_BWD_MAX_BLOCKS, each with at least `warps` rows
+struct LayerNormBackwardShape { int warps, blocks, rows_per_block; size_t smem; };
+inline LayerNormBackwardShape layernorm_backward_shape(int N, int C, int block_size) {
+    const size_t acc_bytes = (size_t)2 * C * sizeof(float);
+    const int fit = (int)(LN_SMEM_BUDGET / acc_bytes);
+    LayerNormBackwardShape sh;
+    sh.warps = fit == 0 ? 1 : min(block_size / 32, fit);
+    sh.smem = fit == 0 ? 0 : sh.warps * acc_bytes;
+    const int blocks = min(LN_BWD_MAX_BLOCKS, CEIL_DIV(N, sh.warps));
+    sh.rows_per_block = CEIL_DIV(N, blocks);
+    sh.blocks = CEIL_DIV(N, sh.rows_per_block);   // no block without rows
+    return sh;
+}
+
+// dinp (N,C) floatX += dLoss/dinp; dweight (C), dbias (C) += (GradT: float by default, or floatX).
+// dout (N,C) floatX; inp (N,C) floatX is the layernorm's input; weight (C); mean, rstd (N) from forward.
+// scratch: device memory of layernorm_backward_scratch_bytes(C) bytes, ZEROED once after allocation
+// (cudaMemset): its first word counts finished blocks and must be 0 when a call starts; every call
+// leaves it 0 again. The rest is per-block partial sums, not needed before or after. One scratch
+// serves any number of calls in sequence (not concurrently on two streams).
+// dinp must not alias dout or inp. Deterministic. block_size: multiple of 32, at most 1024.
 template<typename GradT>
 inline void layernorm_backward(floatX* dinp, GradT* dweight, GradT* dbias, const floatX* dout, const floatX* inp,
                                const floatX* weight, const float* mean, const float* rstd, int N, int C,
                                float* scratch, cudaStream_t stream, int block_size = 256) {
-    hostCheck(block_size >= 32 && block_size <= 1024 && (block_size & (block_size - 1)) == 0,
-              "layernorm_backward: block_size must be a power of two in [32, 1024]");
-    const int rows_per_block = block_size / 32;
-    layernorm_backward_dinp_kernel<<<CEIL_DIV(N, rows_per_block), block_size, 0, stream>>>(
-        dinp, dout, inp, weight, mean, rstd, N, C);
-    cudaCheck(cudaGetLastError());
-
-    dim3 block(32, block_size / 32);
-    dim3 grid(CEIL_DIV(C, 32), LN_BWD_PARTS);
-    size_t smem = 2 * (size_t)block_size * sizeof(float);
-    layernorm_backward_partials_kernel<<<grid, block, smem, stream>>>(scratch, dout, inp, mean, rstd, N, C);
-    cudaCheck(cudaGetLastError());
-
-    layernorm_backward_finish_kernel<<<CEIL_DIV(C, 256), 256, 0, stream>>>(dweight, dbias, scratch, C);
+    hostCheckBlockSize(block_size, "layernorm_backward");
+    hostCheck(N > 0 && C > 0, "layernorm_backward: N and C must be positive");
+    const LayerNormBackwardShape sh = layernorm_backward_shape(N, C, block_size);
+    if (layernorm_can_vectorize(C, {dinp, dout, inp, weight, scratch})) {
+        layernorm_backward_kernel<x128::size, GradT><<<sh.blocks, sh.warps * 32, sh.smem, stream>>>(
+            dinp, dweight, dbias, dout, inp, weight, mean, rstd, scratch, N, C, sh.rows_per_block, sh.smem > 0);
+    } else {
+        layernorm_backward_kernel<1, GradT><<<sh.blocks, sh.warps * 32, sh.smem, stream>>>(
+            dinp, dweight, dbias, dout, inp, weight, mean, rstd, scratch, N, C, sh.rows_per_block, sh.smem > 0);
+    }
     cudaCheck(cudaGetLastError());
 }
 

@@ -3,10 +3,15 @@ Test of layernorm_backward (llmc/cuda_layernorm.cuh).
 
 Versions
   naive : one thread per row for dinp, one thread per channel for dweight/dbias (this file)
-  llmc  : layernorm_backward<float> and <floatX> (warp per row for dinp; deterministic two-stage
-          column reduction for dweight/dbias)
+  llmc  : layernorm_backward<float> and <floatX>: one kernel (warp per row for dinp; per-warp, then
+          per-block partials of dweight/dbias, summed by the last block to finish)
 Checks: all three gradients ACCUMULATE (buffers start from random values); mean and rstd come from
-the CPU (the same fp32 values for both sides); llmc is bitwise reproducible; an odd shape.
+the CPU (the same fp32 values for both sides); llmc is bitwise reproducible, also when the scratch's
+partials hold garbage before the call; the blocks-done counter is back to zero after every call.
+Both paths: the 128-bit one (C = 768, 1600, 7000; aligned) and the scalar one (C = 37, 100, 7001, or
+one of dinp, dout, inp, weight starting one element into its allocation: a 128-bit access there would
+stop the emulation). Launch shapes: C = 1600 fits 3 warps' accumulators in 48 KiB, C = 7000 none
+(one warp per block accumulates in the scratch); N = 1237 gives uneven row slices.
 Tolerance (derived from the fp32 error of the GPU's algorithm, u = 2^-24):
   dinp    : 2^-7 |ref| + rstd (4u |dnorm| + d_mean_dnorm + |xhat| d_mean_dnorm_xhat + 6u |xhat mdx|)
             + 4u (|dinp0| + |d|), where d_* = accum_tol(C, sum of |terms|) / C
@@ -107,8 +112,33 @@ static void row_stats(std::vector<float>& mean, std::vector<float>& rstd, const 
     }
 }
 
+// pointers a case starts one element into their allocation (not 16-byte aligned)
+enum { OFF_DINP = 1, OFF_DOUT = 2, OFF_INP = 4, OFF_W = 8 };
+
+// a device copy of h (floatX) that starts `offset` elements into its allocation; free `base`
+struct DevRow { floatX* base; floatX* p; };
+static DevRow dev_at(const std::vector<float>& h, int offset) {
+    DevRow d;
+    d.base = dmalloc<floatX>(h.size() + 1);
+    d.p = d.base + offset;
+    upload(d.p, h);
+    return d;
+}
+
+// the blocks-done counter (the scratch's first word) must be zero between calls
+static void check_counter_zero(const char* name, const float* d_scratch) {
+    unsigned int counter = 1;
+    cudaCheck(cudaMemcpy(&counter, d_scratch, sizeof(counter), cudaMemcpyDeviceToHost));
+    if (counter != 0) {
+        printf("  %-44s FAIL: blocks-done counter is %u after the call\n", name, counter);
+        exit(EXIT_FAILURE);
+    }
+    printf("  %-44s ok    counter 0\n", name);
+}
+
 template<typename GradT>
-static void test_llmc(const char* label, int N, int C, Rng* rng, const int* block_sizes, int nbs, bool run_naive) {
+static void test_llmc(const char* label, int N, int C, Rng* rng, const int* block_sizes, int nbs, bool run_naive,
+                      int offset_mask = 0) {
     std::vector<float> inp((size_t)N * C);
     for (int n = 0; n < N; n++) {
         float offset = rng_range(rng, -3.0f, 3.0f);
@@ -124,12 +154,31 @@ static void test_llmc(const char* label, int N, int C, Rng* rng, const int* bloc
     LnBwdRef ref = layernorm_backward_cpu(dinp0, dw0, db0, dout, inp, w, mean, rstd, N, C);
     const float grad_rtol = sizeof(GradT) == 2 ? BF16_RTOL : 0.0f;
 
-    floatX *d_inp = to_device_bf16(inp), *d_w = to_device_bf16(w), *d_dout = to_device_bf16(dout);
-    floatX *d_dinp = to_device_bf16(dinp0), *d_dinp2 = to_device_bf16(dinp0);
+    auto off = [&](int bit) { return (offset_mask & bit) ? 1 : 0; };
+    DevRow x = dev_at(inp, off(OFF_INP)), wt = dev_at(w, off(OFF_W)), g = dev_at(dout, off(OFF_DOUT));
+    DevRow di = dev_at(dinp0, off(OFF_DINP)), di2 = dev_at(dinp0, off(OFF_DINP));
+    floatX *d_inp = x.p, *d_w = wt.p, *d_dout = g.p, *d_dinp = di.p, *d_dinp2 = di2.p;
     GradT *d_dw = to_device<GradT>(dw0), *d_db = to_device<GradT>(db0), *d_dw2 = to_device<GradT>(dw0), *d_db2 = to_device<GradT>(db0);
     float *d_mean = to_device_f32(mean), *d_rstd = to_device_f32(rstd);
-    float* d_scratch = (float*)dmalloc<char>(layernorm_backward_scratch_bytes(C));
+    // the counter in the scratch must be zero before the first call (as train_gpt2.cu's gpu_alloc does)
+    const size_t scratch_bytes = layernorm_backward_scratch_bytes(C);
+    float* d_scratch = (float*)dmalloc<char>(scratch_bytes);
+    cudaCheck(cudaMemset(d_scratch, 0, scratch_bytes));
     char name[160];
+
+    const LayerNormBackwardShape sh = layernorm_backward_shape(N, C, 1024);
+    printf("%s: at block 1024 %d blocks of %d warps, %d rows each, accumulators in %s\n", label, sh.blocks, sh.warps,
+           sh.rows_per_block, sh.smem > 0 ? "shared memory" : "the scratch");
+    {
+        const bool got = layernorm_can_vectorize(C, {d_dinp, d_dout, d_inp, d_w, d_scratch});
+        const bool expected = C % x128::size == 0 && offset_mask == 0;
+        snprintf(name, sizeof(name), "%s %s path", label, type_name<GradT>());
+        if (got != expected) {
+            printf("  %-44s FAIL: launcher takes the %s path, expected %s\n", name, got ? "x128" : "scalar", expected ? "x128" : "scalar");
+            exit(EXIT_FAILURE);
+        }
+        printf("  %-44s ok    %s path\n", name, got ? "x128" : "scalar");
+    }
 
     if (run_naive && sizeof(GradT) == 4) {
         for (int i = 0; i < nbs; i++) {
@@ -151,13 +200,18 @@ static void test_llmc(const char* label, int N, int C, Rng* rng, const int* bloc
         snprintf(name, sizeof(name), "%s llmc %s dinp block %d", label, type_name<GradT>(), bs);    validate(name, d_dinp, ref.dinp, BF16_RTOL, 0.0f, &ref.tol_dinp);
         snprintf(name, sizeof(name), "%s llmc %s dweight block %d", label, type_name<GradT>(), bs); validate(name, d_dw, ref.dweight, grad_rtol, 0.0f, &ref.tol_dweight);
         snprintf(name, sizeof(name), "%s llmc %s dbias block %d", label, type_name<GradT>(), bs);   validate(name, d_db, ref.dbias, grad_rtol, 0.0f, &ref.tol_dbias);
+        snprintf(name, sizeof(name), "%s counter reset block %d", label, bs);   check_counter_zero(name, d_scratch);
+        // again, with garbage (NaN bytes) in every partial: each call must rewrite what it reads
+        cudaCheck(cudaMemset(d_scratch, 0xff, scratch_bytes));
+        cudaCheck(cudaMemset(d_scratch, 0, LN_BWD_HEADER_FLOATS * sizeof(float)));
         upload(d_dinp2, dinp0); upload(d_dw2, dw0); upload(d_db2, db0);
         layernorm_backward(d_dinp2, d_dw2, d_db2, d_dout, d_inp, d_w, d_mean, d_rstd, N, C, d_scratch, 0, bs);
         snprintf(name, sizeof(name), "%s determinism dinp block %d", label, bs);    check_bitwise_equal(name, d_dinp, d_dinp2, (size_t)N * C * sizeof(floatX));
         snprintf(name, sizeof(name), "%s determinism dweight block %d", label, bs); check_bitwise_equal(name, d_dw, d_dw2, C * sizeof(GradT));
         snprintf(name, sizeof(name), "%s determinism dbias block %d", label, bs);   check_bitwise_equal(name, d_db, d_db2, C * sizeof(GradT));
     }
-    cudaCheck(cudaFree(d_inp)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_dout)); cudaCheck(cudaFree(d_dinp)); cudaCheck(cudaFree(d_dinp2));
+    DevRow all[] = {x, wt, g, di, di2};
+    for (DevRow& d : all) { cudaCheck(cudaFree(d.base)); }
     cudaCheck(cudaFree(d_dw)); cudaCheck(cudaFree(d_db)); cudaCheck(cudaFree(d_dw2)); cudaCheck(cudaFree(d_db2));
     cudaCheck(cudaFree(d_mean)); cudaCheck(cudaFree(d_rstd)); cudaCheck(cudaFree(d_scratch));
 }
@@ -173,6 +227,20 @@ int main() {
     test_llmc<floatX>("N=8192 C=768", N, C, &rng, block_sizes, 6, false);
     test_llmc<float>("odd N=5 C=37", 5, 37, &rng, block_sizes, 6, true);
     test_llmc<floatX>("odd N=5 C=37", 5, 37, &rng, block_sizes, 6, false);
+    const int bs_some[] = {32, 256, 1024}, bs_one[] = {256};
+    test_llmc<float>("N=256 C=1600", 256, 1600, &rng, block_sizes, 6, true);          // GPT-2 XL: 3 warps per block
+    test_llmc<floatX>("N=256 C=1600", 256, 1600, &rng, bs_some, 3, false);
+    test_llmc<float>("N=33 C=100", 33, 100, &rng, block_sizes, 6, true);              // not a multiple of 8
+    test_llmc<floatX>("N=33 C=100", 33, 100, &rng, bs_some, 3, false);
+    test_llmc<float>("N=1237 C=64", 1237, 64, &rng, bs_some, 3, true);                // uneven row slices
+    test_llmc<float>("N=9 C=7000", 9, 7000, &rng, bs_some, 3, true);                  // accumulators in the scratch
+    test_llmc<floatX>("N=9 C=7000", 9, 7000, &rng, bs_one, 1, false);
+    test_llmc<float>("N=9 C=7001", 9, 7001, &rng, bs_one, 1, true);                   // ... and scalar
+    test_llmc<float>("C=768 dinp+1", 64, 768, &rng, bs_one, 1, false, OFF_DINP);
+    test_llmc<float>("C=768 dout+1", 64, 768, &rng, bs_one, 1, false, OFF_DOUT);
+    test_llmc<float>("C=768 inp+1", 64, 768, &rng, bs_one, 1, false, OFF_INP);
+    test_llmc<float>("C=768 weight+1", 64, 768, &rng, bs_one, 1, false, OFF_W);
+    test_llmc<floatX>("C=1600 all +1", 64, 1600, &rng, bs_some, 3, false, OFF_DINP | OFF_DOUT | OFF_INP | OFF_W);
 
     if (skip_benchmarks("layernorm_backward")) { return 0; }
 

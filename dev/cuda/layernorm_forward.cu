@@ -6,6 +6,12 @@ Versions
   llmc  : layernorm_forward (one warp per row), fused_residual_layernorm_forward
 Checks: out (bf16), mean and rstd (fp32); for the fused version also residual = bf16(inp1 + inp2), and
 that the normalization uses the rounded residual. Rows have random offsets (mean far from 0).
+Both paths of each launcher: the 128-bit one (C a multiple of x128::size, every pointer 16-byte
+aligned: C = 768, 1600) and the scalar one (C = 37, 100, 24999, or one pointer starting one element
+into its allocation, each pointer in turn: a 128-bit access there would stop the emulation); the
+launch shapes (rows per block shrink so the per-warp row caches fit in 48 KiB; C = 25000 does not
+fit and re-reads the row); the fused kernel with residual aliasing inp1 and inp2; two runs give the
+same bits.
 Tolerance (per element, derived from fp32 error bounds of the GPU's algorithm):
   mean : dm = accum_tol(C, sum|x|) / C
   rstd : relative rs = 2 (C + 6) 2^-24 (variance sum, rsqrt)
@@ -62,6 +68,103 @@ static LnRef layernorm_cpu(const std::vector<float>& x, const std::vector<float>
         }
     }
     return r;
+}
+
+// pointers a case starts one element into their allocation (not 16-byte aligned)
+enum { OFF_OUT = 1, OFF_INP = 2, OFF_W = 4, OFF_B = 8, OFF_INP2 = 16, OFF_RES = 32 };
+
+// a device copy of h that starts `offset` elements into its allocation; free `base`
+struct DevRow { floatX* base; floatX* p; };
+static DevRow dev_at(const std::vector<float>& h, int offset) {
+    DevRow d;
+    d.base = dmalloc<floatX>(h.size() + 1);
+    d.p = d.base + offset;
+    upload(d.p, h);
+    return d;
+}
+
+// the launcher must take the path the sizes and alignments call for
+static void check_path(const char* name, bool got, bool expected) {
+    if (got != expected) {
+        printf("  %-44s FAIL: launcher takes the %s path, expected %s\n", name, got ? "x128" : "scalar", expected ? "x128" : "scalar");
+        exit(EXIT_FAILURE);
+    }
+    printf("  %-44s ok    %s path\n", name, got ? "x128" : "scalar");
+}
+
+// layernorm_forward and fused_residual_layernorm_forward on (N, C), the pointers in offset_mask one
+// element off: both against the reference at each block size, the path taken, the fused kernel with
+// residual aliasing inp1 and then inp2, and two runs bitwise equal.
+static void test_case(const char* label, int N, int C, int offset_mask, const int* block_sizes, int nbs, Rng* rng) {
+    auto off = [&](int bit) { return (offset_mask & bit) ? 1 : 0; };
+    std::vector<float> inp((size_t)N * C);
+    for (int n = 0; n < N; n++) {
+        float offset = rng_range(rng, -3.0f, 3.0f);
+        for (int c = 0; c < C; c++) { inp[(size_t)n * C + c] = bf16_round(offset + rng_range(rng, -2.0f, 2.0f)); }
+    }
+    std::vector<float> w = rand_bf16(C, 0.5f, 1.5f, rng), b = rand_bf16(C, -0.5f, 0.5f, rng);
+    std::vector<float> inp2 = rand_bf16((size_t)N * C, -2.0f, 2.0f, rng), residual((size_t)N * C);
+    for (size_t i = 0; i < residual.size(); i++) { residual[i] = bf16_round(inp[i] + inp2[i]); }
+    LnRef ref = layernorm_cpu(inp, w, b, N, C), ref2 = layernorm_cpu(residual, w, b, N, C);
+
+    // inp also serves as the fused kernel's inp1. The residual is checked exactly: the kernel and the
+    // reference add the same two bf16 values in fp32 and round the sum to bf16 the same way.
+    std::vector<float> zeros((size_t)N * C, 0.0f);
+    DevRow x = dev_at(inp, off(OFF_INP)), x2 = dev_at(inp2, off(OFF_INP2)), dw = dev_at(w, off(OFF_W)), db = dev_at(b, off(OFF_B));
+    DevRow o = dev_at(zeros, off(OFF_OUT)), o2 = dev_at(zeros, off(OFF_OUT)), r = dev_at(zeros, off(OFF_RES)), r2 = dev_at(zeros, off(OFF_RES));
+    float *d_mean = dmalloc<float>(N), *d_rstd = dmalloc<float>(N), *d_mean2 = dmalloc<float>(N), *d_rstd2 = dmalloc<float>(N);
+    const size_t bytes = (size_t)N * C * sizeof(floatX);
+    char name[160];
+
+    const bool aligned_c = C % x128::size == 0;
+    const LayerNormForwardShape sh = layernorm_forward_shape(C, 1024);
+    printf("%s (N=%d C=%d): at block 1024 %d rows per block, %s\n", label, N, C, sh.rows_per_block,
+           sh.smem > 0 ? "rows cached in shared memory" : "rows re-read (a row exceeds 48 KiB)");
+    snprintf(name, sizeof(name), "%s layernorm_forward path", label);
+    check_path(name, layernorm_can_vectorize(C, {o.p, x.p, dw.p, db.p}), aligned_c && !(offset_mask & (OFF_OUT | OFF_INP | OFF_W | OFF_B)));
+    snprintf(name, sizeof(name), "%s fused path", label);
+    check_path(name, layernorm_can_vectorize(C, {r.p, o.p, x.p, x2.p, dw.p, db.p}), aligned_c && offset_mask == 0);
+
+    for (int i = 0; i < nbs; i++) {
+        const int bs = block_sizes[i];
+        upload(o.p, zeros);
+        layernorm_forward(o.p, d_mean, d_rstd, x.p, dw.p, db.p, N, C, 0, bs);
+        snprintf(name, sizeof(name), "%s out block %d", label, bs);   validate(name, o.p, ref.out, BF16_RTOL, 0.0f, &ref.tol_out);
+        snprintf(name, sizeof(name), "%s mean block %d", label, bs);  validate(name, d_mean, ref.mean, 0.0f, 0.0f, &ref.tol_mean);
+        snprintf(name, sizeof(name), "%s rstd block %d", label, bs);  validate(name, d_rstd, ref.rstd, 0.0f, 0.0f, &ref.tol_rstd);
+        upload(o.p, zeros); upload(r.p, zeros);
+        fused_residual_layernorm_forward(r.p, o.p, d_mean, d_rstd, x.p, x2.p, dw.p, db.p, N, C, 0, bs);
+        snprintf(name, sizeof(name), "%s fused residual block %d", label, bs);  validate(name, r.p, residual, 0.0f, 0.0f);
+        snprintf(name, sizeof(name), "%s fused out block %d", label, bs);       validate(name, o.p, ref2.out, BF16_RTOL, 0.0f, &ref2.tol_out);
+        snprintf(name, sizeof(name), "%s fused mean block %d", label, bs);      validate(name, d_mean, ref2.mean, 0.0f, 0.0f, &ref2.tol_mean);
+        snprintf(name, sizeof(name), "%s fused rstd block %d", label, bs);      validate(name, d_rstd, ref2.rstd, 0.0f, 0.0f, &ref2.tol_rstd);
+    }
+
+    // in place: the residual written over inp1, then over inp2 (r2 holds a copy of each in turn)
+    for (int which = 1; which <= 2; which++) {
+        upload(r2.p, which == 1 ? inp : inp2);
+        const floatX* a = which == 1 ? r2.p : x.p;
+        const floatX* c = which == 1 ? x2.p : r2.p;
+        fused_residual_layernorm_forward(r2.p, o.p, d_mean, d_rstd, a, c, dw.p, db.p, N, C, 0, 256);
+        snprintf(name, sizeof(name), "%s residual = inp%d: residual", label, which);  validate(name, r2.p, residual, 0.0f, 0.0f);
+        snprintf(name, sizeof(name), "%s residual = inp%d: out", label, which);       validate(name, o.p, ref2.out, BF16_RTOL, 0.0f, &ref2.tol_out);
+        snprintf(name, sizeof(name), "%s residual = inp%d: rstd", label, which);      validate(name, d_rstd, ref2.rstd, 0.0f, 0.0f, &ref2.tol_rstd);
+    }
+
+    // determinism: two runs, the same bits
+    layernorm_forward(o.p, d_mean, d_rstd, x.p, dw.p, db.p, N, C, 0, 256);
+    layernorm_forward(o2.p, d_mean2, d_rstd2, x.p, dw.p, db.p, N, C, 0, 256);
+    snprintf(name, sizeof(name), "%s determinism out", label);   check_bitwise_equal(name, o.p, o2.p, bytes);
+    snprintf(name, sizeof(name), "%s determinism mean", label);  check_bitwise_equal(name, d_mean, d_mean2, N * sizeof(float));
+    snprintf(name, sizeof(name), "%s determinism rstd", label);  check_bitwise_equal(name, d_rstd, d_rstd2, N * sizeof(float));
+    fused_residual_layernorm_forward(r.p, o.p, d_mean, d_rstd, x.p, x2.p, dw.p, db.p, N, C, 0, 256);
+    fused_residual_layernorm_forward(r2.p, o2.p, d_mean2, d_rstd2, x.p, x2.p, dw.p, db.p, N, C, 0, 256);
+    snprintf(name, sizeof(name), "%s determinism fused out", label);   check_bitwise_equal(name, o.p, o2.p, bytes);
+    snprintf(name, sizeof(name), "%s determinism fused rstd", label);  check_bitwise_equal(name, d_rstd, d_rstd2, N * sizeof(float));
+
+    DevRow all[] = {x, x2, dw, db, o, o2, r, r2};
+    for (DevRow& d : all) { cudaCheck(cudaFree(d.base)); }
+    cudaCheck(cudaFree(d_mean)); cudaCheck(cudaFree(d_rstd)); cudaCheck(cudaFree(d_mean2)); cudaCheck(cudaFree(d_rstd2));
 }
 
 int main() {
@@ -143,6 +246,23 @@ int main() {
         layernorm_forward(d_o3, d_mean, d_rstd, d_x3, d_w3, d_b3, n3, c3, 0, 64);
         validate("llmc odd shape N=5 C=37 out", d_o3, ref3.out, BF16_RTOL, 0.0f, &ref3.tol_out);
         cudaCheck(cudaFree(d_x3)); cudaCheck(cudaFree(d_w3)); cudaCheck(cudaFree(d_b3)); cudaCheck(cudaFree(d_o3));
+    }
+
+    // both paths, the launch shapes, aliasing and determinism on more shapes
+    {
+        const int bs_all[] = {32, 256, 1024}, bs_one[] = {256};
+        test_case("C=1600", 64, 1600, 0, bs_all, 3, &rng);                 // GPT-2 XL; 15 rows per block at 1024
+        test_case("C=1600 all off by one", 64, 1600, OFF_OUT | OFF_INP | OFF_W | OFF_B | OFF_INP2 | OFF_RES, bs_all, 3, &rng);
+        test_case("C=37", 5, 37, 0, bs_all, 3, &rng);
+        test_case("C=100", 33, 100, 0, bs_all, 3, &rng);                   // not a multiple of 8 (of 4: x128 in fp32)
+        test_case("C=768 out+1", 16, 768, OFF_OUT, bs_one, 1, &rng);
+        test_case("C=768 inp+1", 16, 768, OFF_INP, bs_one, 1, &rng);
+        test_case("C=768 weight+1", 16, 768, OFF_W, bs_one, 1, &rng);
+        test_case("C=768 bias+1", 16, 768, OFF_B, bs_one, 1, &rng);
+        test_case("C=768 inp2+1", 16, 768, OFF_INP2, bs_one, 1, &rng);
+        test_case("C=768 residual+1", 16, 768, OFF_RES, bs_one, 1, &rng);
+        test_case("C=25000", 3, 25000, 0, bs_one, 1, &rng);                // a row > 48 KiB: re-read
+        test_case("C=24999", 2, 24999, 0, bs_one, 1, &rng);                // re-read, scalar
     }
 
     if (skip_benchmarks("layernorm_forward")) { return 0; }
