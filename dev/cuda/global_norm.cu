@@ -4,7 +4,8 @@ Test of global_norm_squared (llmc/cuda_global_norm.cuh): sum of squares of a buf
 Versions
   llmc : global_norm_squared<float> and <floatX> (float out) and global_norm_squared_f64 (double out),
          at block sizes 32..1024, on an aligned buffer (128-bit loads) and on the same values one element
-         further (a misaligned pointer: plain loads)
+         further (a misaligned pointer: plain loads); on count 10000007 the misaligned copy and the
+         f64 variant at block sizes 32, 256, 1024 only
 Checks: against a double reference; accumulate mode (two ranges into one total); counts not a multiple
 of 8 (10000007, 13, 5, 1), a multiple of 8, and 0; two runs give identical bits; the misaligned copy
 gives the same bits as the aligned one (the summation order does not depend on the path).
@@ -81,6 +82,8 @@ static void run_case(const char* label, Rng* rng, size_t count, const int* block
         global_norm_squared(d_out2, d_x, count, d_scratch, 0, 0, bs);
         snprintf(name, sizeof(name), "%s %s block %d determinism", label, type_name<T>(), bs);
         check_bitwise_equal(name, d_out, d_out2, sizeof(float));
+        // on the large count, three block sizes are enough for the rest (emulated time under ASan)
+        if (count > 1000000 && bs != 32 && bs != 256 && bs != 1024) { continue; }
         // the scalar path: the same values, the same order, the same bits
         cudaCheck(cudaMemset(d_out2, 0xff, sizeof(float)));
         global_norm_squared(d_out2, d_shifted + 1, count, d_scratch, 0, 0, bs);
