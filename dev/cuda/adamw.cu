@@ -11,6 +11,12 @@ Checks
     (sum of (up - fraction) within 6 standard deviations); the same seed gives the same bits and a
     different seed different bits
   - no master weights (master == NULL): the bf16 params are read as the master copy
+  - the two paths (128-bit chunks when every pointer is 16-byte aligned, one element per thread
+    otherwise) give BITWISE the same params, master, m and v: the same data in aligned buffers and
+    with every buffer, or only one, shifted by one element; gradients float and floatX, master and
+    none, counts that are and are not multiples of 8, an odd index0
+  - the rounding key: each param is its master rounded up exactly when the 16 dropped bits exceed the
+    low 16 bits of random_u32(seed, index0 + i) (the rule of stochastic_round_bf16), on both paths
 Tolerance (fp32 evaluation, u = 2^-24, everything x2 margin):
   m      : 4u (b1 |m0| + (1-b1) |g|)
   v      : 6u (b2 v0 + (1-b2) g^2)
@@ -78,6 +84,114 @@ static void check_stochastic_rounding(const char* name, const floatX* d_params, 
     printf("  %-44s %s  all bracket master; rounded up %zu of %zu inexact; sum(up - frac) = %.1f (6 sigma = %.1f)\n",
            name, ok ? "ok  " : "FAIL", ups, inexact, excess, 6.0 * sigma);
     if (!ok) { exit(EXIT_FAILURE); }
+}
+
+// The host's reading of the documented rounding: params[i] is master[i] with its low 16 bits dropped,
+// plus one bf16 ulp (in magnitude) when the dropped bits exceed the low 16 bits of random_u32(seed, index0 + i).
+static void check_rounding_key(const char* name, const floatX* d_params, const float* d_master, size_t n,
+                               unsigned int seed, size_t index0) {
+    std::vector<float> master = download(d_master, n);
+    std::vector<uint16_t> pbits(n);
+    cudaCheck(cudaMemcpy(pbits.data(), d_params, n * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+    size_t ups = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &master[i], 4);
+        const bool up = (bits & 0xFFFFu) > (random_u32(seed, index0 + i) & 0xFFFFu);
+        const uint16_t want = (uint16_t)((bits >> 16) + (up ? 1u : 0u));
+        ups += up;
+        if (pbits[i] != want) {
+            printf("  %-44s FAIL at %zu: master bits %08x, key index %zu: want param bits %04x, got %04x\n",
+                   name, i, bits, index0 + i, want, pbits[i]);
+            exit(EXIT_FAILURE);
+        }
+    }
+    printf("  %-44s ok    every param is its master rounded with key index0 + i (%zu of %zu up)\n", name, ups, n);
+}
+
+// AdamW's buffers, each shifted by `shift` elements from a 16-byte aligned allocation
+template<typename GradT>
+struct AdamBuffers {
+    float *master, *m, *v;
+    floatX* params;
+    GradT* grads;
+    void* alloc[5];
+};
+template<typename GradT>
+static AdamBuffers<GradT> adam_buffers(size_t n, const int shift[5], bool with_master, const std::vector<float>& master,
+                                       const std::vector<float>& params, const std::vector<float>& m0,
+                                       const std::vector<float>& v0, const std::vector<float>& grads) {
+    AdamBuffers<GradT> b;
+    float* dm = dmalloc<float>(n + 1);
+    floatX* dp = dmalloc<floatX>(n + 1);
+    float* d1 = dmalloc<float>(n + 1);
+    float* d2 = dmalloc<float>(n + 1);
+    GradT* dg = dmalloc<GradT>(n + 1);
+    b.alloc[0] = dm; b.alloc[1] = dp; b.alloc[2] = d1; b.alloc[3] = d2; b.alloc[4] = dg;
+    b.master = with_master ? dm + shift[0] : NULL;
+    b.params = dp + shift[1];
+    b.m = d1 + shift[2];
+    b.v = d2 + shift[3];
+    b.grads = dg + shift[4];
+    if (with_master) { upload(b.master, master); }
+    upload(b.params, params); upload(b.m, m0); upload(b.v, v0); upload(b.grads, grads);
+    return b;
+}
+template<typename GradT>
+static void free_buffers(AdamBuffers<GradT>* b) { for (void* p : b->alloc) { cudaCheck(cudaFree(p)); } }
+
+// The 128-bit path (every buffer aligned) against the scalar path (the same data with some buffers
+// shifted by one element): the same bits in params, master, m and v.
+template<typename GradT>
+static void check_paths(Rng* rng, size_t n, bool with_master, size_t index0) {
+    const float lr = 3e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, gs = 0.25f;
+    const float bc1 = 1.0f - powf(b1, 2.0f), bc2 = 1.0f - powf(b2, 2.0f);
+    const unsigned int seed = 0xC0FFEEu;
+    std::vector<float> master = rand_f32(n, -1.0f, 1.0f, rng);
+    std::vector<float> params(n);
+    for (size_t i = 0; i < n; i++) { params[i] = bf16_round(master[i]); }
+    std::vector<float> m0 = rand_f32(n, -0.01f, 0.01f, rng);
+    std::vector<float> v0 = rand_f32(n, 0.0f, 1e-4f, rng);
+    std::vector<float> grads = as_precision<GradT>(rand_f32(n, -0.1f, 0.1f, rng));
+    const int aligned[5] = {0, 0, 0, 0, 0};
+    const int all_shifted[5] = {1, 1, 1, 1, 1};
+    const int params_shifted[5] = {0, 1, 0, 0, 0};   // bf16: its 16-byte packs no longer line up
+    const int v_shifted[5] = {0, 0, 0, 1, 0};
+    const int* shifts[3] = {all_shifted, params_shifted, v_shifted};
+    const char* shift_names[3] = {"all shifted by 1", "params shifted by 1", "v shifted by 1"};
+    char label[96], name[192];
+    snprintf(label, sizeof(label), "paths n=%zu %s grads %s index0=%zu", n, type_name<GradT>(),
+             with_master ? "master" : "no master", index0);
+
+    AdamBuffers<GradT> a = adam_buffers<GradT>(n, aligned, with_master, master, params, m0, v0, grads);
+    bool vec = adamw_is_vectorized(a.master, a.params, a.m, a.v, a.grads);
+    printf("  %-44s %s  aligned: %s\n", label, vec ? "ok  " : "FAIL", vec ? "128-bit path" : "scalar path");
+    if (!vec) { exit(EXIT_FAILURE); }
+    adamw_update(a.master, a.params, a.m, a.v, a.grads, n, lr, b1, b2, eps, wd, gs, bc1, bc2, seed, index0, 0, 128);
+    if (with_master) {
+        snprintf(name, sizeof(name), "%s: rounding key", label);
+        check_rounding_key(name, a.params, a.master, n, seed, index0);
+    }
+    for (int s = 0; s < 3; s++) {
+        AdamBuffers<GradT> b = adam_buffers<GradT>(n, shifts[s], with_master, master, params, m0, v0, grads);
+        bool bvec = adamw_is_vectorized(b.master, b.params, b.m, b.v, b.grads);
+        snprintf(name, sizeof(name), "%s, %s", label, shift_names[s]);
+        printf("  %-44s %s  %s\n", name, bvec ? "FAIL" : "ok  ", bvec ? "128-bit path" : "scalar path");
+        if (bvec) { exit(EXIT_FAILURE); }
+        adamw_update(b.master, b.params, b.m, b.v, b.grads, n, lr, b1, b2, eps, wd, gs, bc1, bc2, seed, index0, 0, 128);
+        snprintf(name, sizeof(name), "%s, %s: params", label, shift_names[s]);
+        check_bitwise_equal(name, a.params, b.params, n * sizeof(floatX));
+        if (with_master) {
+            snprintf(name, sizeof(name), "%s, %s: master", label, shift_names[s]);
+            check_bitwise_equal(name, a.master, b.master, n * sizeof(float));
+        }
+        snprintf(name, sizeof(name), "%s, %s: m", label, shift_names[s]);
+        check_bitwise_equal(name, a.m, b.m, n * sizeof(float));
+        snprintf(name, sizeof(name), "%s, %s: v", label, shift_names[s]);
+        check_bitwise_equal(name, a.v, b.v, n * sizeof(float));
+        free_buffers(&b);
+    }
+    free_buffers(&a);
 }
 
 template<typename GradT>
@@ -156,6 +270,15 @@ int main() {
     run_case<float>("n=1048579", &rng, (1 << 20) + 3);
     run_case<floatX>("n=1048579", &rng, (1 << 20) + 3);
     run_case<float>("n=5", &rng, 5);
+    printf("the 128-bit path and the scalar path\n");
+    const size_t counts[] = {1, 5, 8, 13, 4096, 100005};
+    for (size_t n : counts) {
+        for (int with_master = 1; with_master >= 0; with_master--) {
+            check_paths<float>(&rng, n, with_master, 12345);
+            check_paths<floatX>(&rng, n, with_master, 12345);
+        }
+    }
+    check_paths<float>(&rng, 1000, true, 0);
 
     const size_t n = 124475904;   // GPT-2 124M parameter count (padded vocab)
     if (skip_benchmarks("adamw")) { return 0; }
