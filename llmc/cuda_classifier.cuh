@@ -1,6 +1,6 @@
 /*
-cuda_classifier.cuh: the fused classifier (softmax + cross-entropy + its gradient in one pass over the
-logits), and a deterministic sum of the per-row losses.
+cuda_classifier.cuh: the fused classifier (softmax + cross-entropy + its gradient in one kernel, the
+logits read twice and written once), and a deterministic sum of the per-row losses.
 
 For each row i of logits (BT, Vp), with target y = targets[i]:
   y >= 0 : p = softmax(logits[i, 0..V-1])            (the padded columns V..Vp-1 never take part)
