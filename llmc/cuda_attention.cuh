@@ -18,6 +18,14 @@ backward, which reads it as its dout).
 
 Precision: every intermediate (preatt, att, y and their gradients) is stored in floatX (bf16, as in
 llm.c; fp32 in the ENABLE_FP32 build); softmax statistics are fp32.
+
+Memory traffic of the non-GEMM kernels, each templated on its vector width VEC (one body, two paths):
+  - head split / merge: 128-bit packs of x128::size elements when hs, the row stride and the column
+    offset are multiples of x128::size and both pointers are 16-byte aligned (true for GPT-2's hs = 64
+    on cudaMalloc'd buffers); otherwise one element per thread.
+  - causal softmax forward / backward: each row in 128-bit packs when T % x128::size == 0 and the
+    matrices are 16-byte aligned; otherwise one column at a time. Packs above the diagonal are written
+    (zeros), not read.
 */
 #ifndef LLMC_CUDA_ATTENTION_CUH
 #define LLMC_CUDA_ATTENTION_CUH
@@ -27,56 +35,79 @@ llm.c; fp32 in the ENABLE_FP32 build); softmax statistics are fp32.
 #include "cuda_matmul.cuh"
 
 // ----------------------------------------------------------------------------
-// head split / merge
+// head split / merge. One kernel body per direction for both paths: each thread copies VEC consecutive
+// elements of one head row, VEC = x128::size (one 128-bit load and store) or 1.
 
-// dst (B,NH,T,hs)[b,h,t,d] = src[(b*T + t) * src_stride + src_offset + h*hs + d]
-static __global__ void attention_split_heads_kernel(floatX* dst, const floatX* src, int src_stride, int src_offset,
-                                                    int B, int T, int NH, int hs) {
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (size_t)B * NH * T * hs) { return; }
-    int d = (int)(idx % hs);
-    int t = (int)((idx / hs) % T);
-    int h = (int)((idx / ((size_t)hs * T)) % NH);
-    int b = (int)(idx / ((size_t)hs * T * NH));
-    dst[idx] = src[((size_t)b * T + t) * src_stride + src_offset + h * hs + d];
+template<int VEC>
+__device__ inline void copy_pack(floatX* dst, const floatX* src) {
+    if constexpr (VEC == 1) { dst[0] = src[0]; } else { store128(dst, load128(src)); }
 }
 
-// dst[(b*T + t) * dst_stride + dst_offset + h*hs + d] = src (B,NH,T,hs)[b,h,t,d]
-static __global__ void attention_merge_heads_kernel(floatX* dst, int dst_stride, int dst_offset, const floatX* src,
+// dst (B,NH,T,hs)[b,h,t,d] = src[(b*T + t) * src_stride + src_offset + h*hs + d], d = d0 .. d0+VEC-1
+template<int VEC>
+static __global__ void attention_split_heads_kernel(floatX* dst, const floatX* src, int src_stride, int src_offset,
                                                     int B, int T, int NH, int hs) {
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t idx = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC;
     if (idx >= (size_t)B * NH * T * hs) { return; }
     int d = (int)(idx % hs);
     int t = (int)((idx / hs) % T);
     int h = (int)((idx / ((size_t)hs * T)) % NH);
     int b = (int)(idx / ((size_t)hs * T * NH));
-    dst[((size_t)b * T + t) * dst_stride + dst_offset + h * hs + d] = src[idx];
+    copy_pack<VEC>(dst + idx, src + ((size_t)b * T + t) * src_stride + src_offset + h * hs + d);
+}
+
+// dst[(b*T + t) * dst_stride + dst_offset + h*hs + d] = src (B,NH,T,hs)[b,h,t,d], d = d0 .. d0+VEC-1
+template<int VEC>
+static __global__ void attention_merge_heads_kernel(floatX* dst, int dst_stride, int dst_offset, const floatX* src,
+                                                    int B, int T, int NH, int hs) {
+    size_t idx = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC;
+    if (idx >= (size_t)B * NH * T * hs) { return; }
+    int d = (int)(idx % hs);
+    int t = (int)((idx / hs) % T);
+    int h = (int)((idx / ((size_t)hs * T)) % NH);
+    int b = (int)(idx / ((size_t)hs * T * NH));
+    copy_pack<VEC>(dst + ((size_t)b * T + t) * dst_stride + dst_offset + h * hs + d, src + idx);
 }
 
 // ----------------------------------------------------------------------------
 // causal softmax, in place. One warp per row of the (B*NH*T, T) matrix; the row's query position is
-// t = row % T, and only columns s <= t take part.
+// t = row % T, and only columns s <= t take part. Each lane takes VEC consecutive columns at a time
+// (VEC = x128::size: T % VEC == 0 and att 16-byte aligned, so every row starts aligned; or VEC = 1);
+// a pack that lies wholly above the diagonal is not read, only written (zeros).
 
+template<int VEC>
 static __global__ void attention_softmax_forward_kernel(floatX* att, float scale, int num_rows, int T) {
     const int lane = threadIdx.x % 32;
     const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (row >= num_rows) { return; }
     const int t = row % T;
     floatX* x = att + (size_t)row * T;
+    float v[VEC];
     float maxval = -FLT_MAX;
-    for (int s = lane; s <= t; s += 32) { maxval = fmaxf(maxval, to_float(x[s])); }
+    for (int s0 = lane * VEC; s0 <= t; s0 += 32 * VEC) {
+        load_as_floats<VEC>(v, x + s0);
+        for (int k = 0; k < VEC; k++) { if (s0 + k <= t) { maxval = fmaxf(maxval, v[k]); } }
+    }
     maxval = warp_reduce_max(maxval);
     float sum = 0.0f;
-    for (int s = lane; s <= t; s += 32) { sum += expf(scale * (to_float(x[s]) - maxval)); }
+    for (int s0 = lane * VEC; s0 <= t; s0 += 32 * VEC) {
+        load_as_floats<VEC>(v, x + s0);
+        for (int k = 0; k < VEC; k++) { if (s0 + k <= t) { sum += expf(scale * (v[k] - maxval)); } }
+    }
     const float inv_sum = 1.0f / warp_reduce_sum(sum);
-    for (int s = lane; s < T; s += 32) {
-        float p = (s <= t) ? expf(scale * (to_float(x[s]) - maxval)) * inv_sum : 0.0f;
-        x[s] = from_float<floatX>(p);
+    for (int s0 = lane * VEC; s0 < T; s0 += 32 * VEC) {
+        float p[VEC] = {};
+        if (s0 <= t) {
+            load_as_floats<VEC>(v, x + s0);
+            for (int k = 0; k < VEC; k++) { p[k] = (s0 + k <= t) ? expf(scale * (v[k] - maxval)) * inv_sum : 0.0f; }
+        }
+        store_floats<VEC>(x + s0, p);
     }
 }
 
 // datt (in) -> dpreatt (out), in place: dpreatt[s] = scale * att[s] * (datt[s] - sum_k att[k] datt[k])
-// for s <= t, 0 above the diagonal.
+// for s <= t, 0 above the diagonal. The same row layout and packs as the forward.
+template<int VEC>
 static __global__ void attention_softmax_backward_kernel(floatX* datt, const floatX* att, float scale, int num_rows, int T) {
     const int lane = threadIdx.x % 32;
     const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
@@ -84,31 +115,87 @@ static __global__ void attention_softmax_backward_kernel(floatX* datt, const flo
     const int t = row % T;
     floatX* g = datt + (size_t)row * T;
     const floatX* p = att + (size_t)row * T;
+    float pv[VEC], gv[VEC];
     float dot = 0.0f;
-    for (int s = lane; s <= t; s += 32) { dot += to_float(p[s]) * to_float(g[s]); }
+    for (int s0 = lane * VEC; s0 <= t; s0 += 32 * VEC) {
+        load_as_floats<VEC>(pv, p + s0);
+        load_as_floats<VEC>(gv, g + s0);
+        for (int k = 0; k < VEC; k++) { if (s0 + k <= t) { dot += pv[k] * gv[k]; } }
+    }
     dot = warp_reduce_sum(dot);
-    for (int s = lane; s < T; s += 32) {
-        float d = (s <= t) ? scale * to_float(p[s]) * (to_float(g[s]) - dot) : 0.0f;
-        g[s] = from_float<floatX>(d);
+    for (int s0 = lane * VEC; s0 < T; s0 += 32 * VEC) {
+        float d[VEC] = {};
+        if (s0 <= t) {
+            load_as_floats<VEC>(pv, p + s0);
+            load_as_floats<VEC>(gv, g + s0);
+            for (int k = 0; k < VEC; k++) { d[k] = (s0 + k <= t) ? scale * pv[k] * (gv[k] - dot) : 0.0f; }
+        }
+        store_floats<VEC>(g + s0, d);
     }
 }
 
 // ----------------------------------------------------------------------------
-// launchers
+// launchers of the kernels above; each picks its path at run time
+
+// elements per access of a split or merge between a (B,NH,T,hs) tensor at `heads` and rows of `stride`
+// elements at `rows` (+ offset): x128::size when every pack is 16-byte aligned, else 1
+inline int attention_heads_vec(const floatX* heads, const floatX* rows, int stride, int offset, int hs) {
+    const int P = x128::size;
+    const bool ok = hs % P == 0 && stride % P == 0 && offset % P == 0 && is_aligned16(heads) && is_aligned16(rows);
+    return ok ? P : 1;
+}
+
+// columns per access of the causal softmax kernels on (rows, T) matrices at a and b
+inline int attention_softmax_vec(const floatX* a, const floatX* b, int T) {
+    return (T % x128::size == 0 && is_aligned16(a) && is_aligned16(b)) ? x128::size : 1;
+}
 
 inline void attention_split_heads(floatX* dst, const floatX* src, int src_stride, int src_offset,
                                   int B, int T, int NH, int hs, cudaStream_t stream, int block_size) {
-    size_t total = (size_t)B * NH * T * hs;
-    attention_split_heads_kernel<<<(unsigned int)CEIL_DIV(total, (size_t)block_size), block_size, 0, stream>>>(
-        dst, src, src_stride, src_offset, B, T, NH, hs);
+    const size_t total = (size_t)B * NH * T * hs;
+    if (attention_heads_vec(dst, src, src_stride, src_offset, hs) == x128::size) {
+        const unsigned int grid = (unsigned int)CEIL_DIV(total / x128::size, (size_t)block_size);
+        attention_split_heads_kernel<x128::size><<<grid, block_size, 0, stream>>>(dst, src, src_stride, src_offset, B, T, NH, hs);
+    } else {
+        const unsigned int grid = (unsigned int)CEIL_DIV(total, (size_t)block_size);
+        attention_split_heads_kernel<1><<<grid, block_size, 0, stream>>>(dst, src, src_stride, src_offset, B, T, NH, hs);
+    }
     cudaCheck(cudaGetLastError());
 }
 
 inline void attention_merge_heads(floatX* dst, int dst_stride, int dst_offset, const floatX* src,
                                   int B, int T, int NH, int hs, cudaStream_t stream, int block_size) {
-    size_t total = (size_t)B * NH * T * hs;
-    attention_merge_heads_kernel<<<(unsigned int)CEIL_DIV(total, (size_t)block_size), block_size, 0, stream>>>(
-        dst, dst_stride, dst_offset, src, B, T, NH, hs);
+    const size_t total = (size_t)B * NH * T * hs;
+    if (attention_heads_vec(src, dst, dst_stride, dst_offset, hs) == x128::size) {
+        const unsigned int grid = (unsigned int)CEIL_DIV(total / x128::size, (size_t)block_size);
+        attention_merge_heads_kernel<x128::size><<<grid, block_size, 0, stream>>>(dst, dst_stride, dst_offset, src, B, T, NH, hs);
+    } else {
+        const unsigned int grid = (unsigned int)CEIL_DIV(total, (size_t)block_size);
+        attention_merge_heads_kernel<1><<<grid, block_size, 0, stream>>>(dst, dst_stride, dst_offset, src, B, T, NH, hs);
+    }
+    cudaCheck(cudaGetLastError());
+}
+
+// att (num_rows, T): preatt in, probabilities out (see the kernel); block_size / 32 rows per block
+inline void attention_softmax_forward(floatX* att, float scale, int num_rows, int T, cudaStream_t stream, int block_size) {
+    const int grid = CEIL_DIV(num_rows, block_size / 32);
+    if (attention_softmax_vec(att, att, T) == x128::size) {
+        attention_softmax_forward_kernel<x128::size><<<grid, block_size, 0, stream>>>(att, scale, num_rows, T);
+    } else {
+        attention_softmax_forward_kernel<1><<<grid, block_size, 0, stream>>>(att, scale, num_rows, T);
+    }
+    cudaCheck(cudaGetLastError());
+}
+
+// datt (num_rows, T): datt in, dpreatt out; att: the forward's probabilities
+inline void attention_softmax_backward(floatX* datt, const floatX* att, float scale, int num_rows, int T,
+                                       cudaStream_t stream, int block_size) {
+    const int grid = CEIL_DIV(num_rows, block_size / 32);
+    if (attention_softmax_vec(datt, att, T) == x128::size) {
+        attention_softmax_backward_kernel<x128::size><<<grid, block_size, 0, stream>>>(datt, att, scale, num_rows, T);
+    } else {
+        attention_softmax_backward_kernel<1><<<grid, block_size, 0, stream>>>(datt, att, scale, num_rows, T);
+    }
     cudaCheck(cudaGetLastError());
 }
 
@@ -141,9 +228,7 @@ inline void attention_forward(floatX* out, floatX* qkvr, floatX* att, floatX* in
                     T, T, hs, BNH, 1.0f, 0.0f, NULL, NULL, 0);
 
     const float scale = 1.0f / sqrtf((float)hs);
-    const int rows_per_block = block_size / 32;
-    attention_softmax_forward_kernel<<<CEIL_DIV(BNH * T, rows_per_block), block_size, 0, stream>>>(att, scale, BNH * T, T);
-    cudaCheck(cudaGetLastError());
+    attention_softmax_forward(att, scale, BNH * T, T, stream, block_size);
 
     // y[t][d] = sum_s att[t][s] v[s][d]. Column-major: y^T (d,t) = v^T (d,s) . att^T (s,t)
     floatX* y = inp;   // scratch
@@ -189,9 +274,7 @@ inline void attention_backward(floatX* dinp, floatX* dqkvr, floatX* datt, const 
                     hs, T, T, BNH, 1.0f, 0.0f, NULL, NULL, 0);
 
     const float scale = 1.0f / sqrtf((float)hs);
-    const int rows_per_block = block_size / 32;
-    attention_softmax_backward_kernel<<<CEIL_DIV(BNH * T, rows_per_block), block_size, 0, stream>>>(datt, att, scale, BNH * T, T);
-    cudaCheck(cudaGetLastError());
+    attention_softmax_backward(datt, att, scale, BNH * T, T, stream, block_size);
     // datt now holds dpreatt
 
     // dq[t][d] = sum_s dpreatt[t][s] k[s][d]. Column-major: dq^T (d,t) = k^T (d,s) . dpreatt^T (s,t)

@@ -1,14 +1,20 @@
 /*
-cuda_classifier.cuh: the fused classifier (softmax + cross-entropy + its gradient in one pass over the
-logits), and a deterministic sum of the per-row losses.
+cuda_classifier.cuh: the fused classifier (softmax + cross-entropy + its gradient in one kernel, the
+logits read twice and written once), and a deterministic sum of the per-row losses.
 
 For each row i of logits (BT, Vp), with target y = targets[i]:
   y >= 0 : p = softmax(logits[i, 0..V-1])            (the padded columns V..Vp-1 never take part)
            losses[i] = -log p[y]
            dlogits[i, c] = p[c] - (c == y)    for c < V,    0 for V <= c < Vp
   y == -1: losses[i] = 0, dlogits[i, :] = 0  (a masked target adds nothing)
-dlogits is written IN PLACE over the logits (bf16). The loss gradient is seeded with dloss = 1 per
+dlogits is written IN PLACE over the logits (floatX). The loss gradient is seeded with dloss = 1 per
 valid target and no 1/N here: the window's 1/N is applied at the update (see doc/formats.md).
+
+Memory traffic: one block per row reads the row twice (the (max, sum exp) statistics, then the
+gradient) and writes it once, in 128-bit packs of x128::size columns when Vp % x128::size == 0 and
+logits is 16-byte aligned (the presets' Vp = 50304 is; a checkpoint may bring any Vp), else one
+column at a time; one kernel body serves both (fused_classifier_kernel<VEC>). In a pack that
+straddles V, the columns >= V take no part in the statistics and get gradient 0, as in the scalar path.
 
 The activation gradient dlogits OVERWRITES the logits. There are no parameters here.
 Deterministic: every reduction uses a fixed order.
@@ -26,28 +32,39 @@ __device__ inline void softmax_stats_combine(float& m, float& s, float m2, float
     m = mn;
 }
 
-// One block per row. blockDim.x a multiple of 32, at most 1024.
+// One block per row, one kernel body for both paths: each thread takes VEC consecutive columns at a
+// time, VEC = x128::size (128-bit loads and stores; Vp % VEC == 0 and logits 16-byte aligned, so every
+// row starts aligned and a pack that begins before V ends inside the row) or VEC = 1 (any Vp, any
+// alignment). The row is read twice, once for the statistics and once for the gradient, and written
+// once. blockDim.x a multiple of 32, at most 1024.
+template<int VEC>
 static __global__ void fused_classifier_kernel(floatX* logits, float* losses, const int* targets, int V, int Vp) {
     __shared__ float shared_m[32];
     __shared__ float shared_s[32];
     const int row = blockIdx.x;
     const int target = targets[row];
     floatX* x = logits + (size_t)row * Vp;
+    const int first = threadIdx.x * VEC, step = blockDim.x * VEC;   // this thread's packs: first, first + step, ...
 
     if (target < 0 || target >= V) {   // masked row: no loss, no gradient (uniform across the block)
-        for (int c = threadIdx.x; c < Vp; c += blockDim.x) { x[c] = from_float<floatX>(0.0f); }
+        const float zeros[VEC] = {};
+        for (int c = first; c < Vp; c += step) { store_floats<VEC>(x + c, zeros); }
         // a target >= V is a bug upstream: make it visible as a NaN loss instead of reading out of the row
         if (threadIdx.x == 0) { losses[row] = (target < 0) ? 0.0f : __int_as_float(0x7fffffff); }
         return;
     }
 
-    // 1. per-thread running (max, sum exp) over its strided columns, -FLT_MAX (not -inf) so that
-    //    combining two empty states gives 0 and not NaN
+    // 1. per-thread running (max, sum exp) over its packs, -FLT_MAX (not -inf) so that combining two
+    //    empty states gives 0 and not NaN. Columns >= V of a pack that straddles V take no part.
     float m = -FLT_MAX, s = 0.0f;
-    for (int c = threadIdx.x; c < V; c += blockDim.x) {
-        float v = to_float(x[c]);
-        if (v > m) { s = s * expf(m - v) + 1.0f; m = v; }
-        else       { s += expf(v - m); }
+    for (int c = first; c < V; c += step) {
+        float v[VEC];
+        load_as_floats<VEC>(v, x + c);
+        const int n = min(VEC, V - c);   // valid columns of this pack
+        float pack_max = v[0];
+        for (int k = 1; k < n; k++) { pack_max = fmaxf(pack_max, v[k]); }
+        if (pack_max > m) { s *= expf(m - pack_max); m = pack_max; }   // rescale once per pack
+        for (int k = 0; k < n; k++) { s += expf(v[k] - m); }
     }
     // 2. combine across the warp (butterfly: every lane ends with the same values)...
     for (int offset = 16; offset > 0; offset >>= 1) {
@@ -69,13 +86,15 @@ static __global__ void fused_classifier_kernel(floatX* logits, float* losses, co
     __syncthreads();
     if (threadIdx.x == 0) { losses[row] = logf(s) + m - target_logit; }
 
-    // 4. gradient, in place
-    for (int c = threadIdx.x; c < Vp; c += blockDim.x) {
-        float d = 0.0f;
-        if (c < V) {
-            d = expf(to_float(x[c]) - m) * inv_sum - (c == target ? 1.0f : 0.0f);
+    // 4. gradient, in place; the padded columns (>= V) get 0
+    for (int c = first; c < Vp; c += step) {
+        float v[VEC], d[VEC];
+        load_as_floats<VEC>(v, x + c);
+        for (int k = 0; k < VEC; k++) {
+            const int col = c + k;
+            d[k] = (col < V) ? expf(v[k] - m) * inv_sum - (col == target ? 1.0f : 0.0f) : 0.0f;
         }
-        x[c] = from_float<floatX>(d);
+        store_floats<VEC>(x + c, d);
     }
 }
 
@@ -90,13 +109,23 @@ static __global__ void sum_losses_kernel(double* out, const float* losses, int n
 // ----------------------------------------------------------------------------
 // launchers
 
-// logits (BT,Vp) bf16: in, the logits; out, dlogits (see the top of the file). losses (BT) fp32: out.
+// The columns each thread moves at a time: x128::size when every row of logits starts 16-byte aligned
+// (Vp % x128::size == 0 and logits aligned), else 1.
+inline int fused_classifier_vec(const floatX* logits, int Vp) {
+    return (Vp % x128::size == 0 && is_aligned16(logits)) ? x128::size : 1;
+}
+
+// logits (BT,Vp) floatX: in, the logits; out, dlogits (see the top of the file). losses (BT) fp32: out.
 // targets (BT) int: -1 or a token id < V. block_size: multiple of 32, <= 1024.
 inline void fused_classifier(floatX* logits, float* losses, const int* targets, int BT, int V, int Vp,
                              cudaStream_t stream, int block_size = 1024) {
     hostCheckBlockSize(block_size, "fused_classifier");
     hostCheck(V <= Vp, "fused_classifier: V must be <= Vp");
-    fused_classifier_kernel<<<BT, block_size, 0, stream>>>(logits, losses, targets, V, Vp);
+    if (fused_classifier_vec(logits, Vp) == x128::size) {
+        fused_classifier_kernel<x128::size><<<BT, block_size, 0, stream>>>(logits, losses, targets, V, Vp);
+    } else {
+        fused_classifier_kernel<1><<<BT, block_size, 0, stream>>>(logits, losses, targets, V, Vp);
+    }
     cudaCheck(cudaGetLastError());
 }
 

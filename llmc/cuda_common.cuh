@@ -7,7 +7,8 @@ What lives here
     (abort_job from utils.h: MPI_Abort when running under MPI, so no other rank waits forever).
   - CEIL_DIV.
   - small device helpers: bf16 <-> float, warp and block reductions (deterministic), a
-    counter-based hash RNG and bf16 stochastic rounding, 128-bit packed loads/stores.
+    counter-based hash RNG and bf16 stochastic rounding, 128-bit packed loads/stores, and
+    load_as_floats / store_floats for kernels templated on their vector width (1 or x128::size).
   - cuda_dtype<T>(): the cudaDataType_t of float / floatX, for cuBLASLt.
 
 Conventions used by every llmc/cuda_*.cuh file
@@ -276,5 +277,29 @@ __device__ inline void store128(T* address, Packed128<T> value) {
 }
 
 inline bool is_aligned16(const void* p) { return ((uintptr_t)p % 16) == 0; }
+
+// VEC consecutive floatX to or from floats, for a kernel body written once for both of its paths
+// (template<int VEC>): VEC == x128::size is one 128-bit access (p 16-byte aligned), VEC == 1 a plain one.
+template<int VEC>
+__device__ inline void load_as_floats(float (&out)[VEC], const floatX* p) {
+    static_assert(VEC == 1 || VEC == x128::size, "VEC is 1 or x128::size");
+    if constexpr (VEC == 1) {
+        out[0] = to_float(p[0]);
+    } else {
+        const x128 packed = load128(p);
+        for (int k = 0; k < VEC; k++) { out[k] = to_float(packed.v[k]); }
+    }
+}
+template<int VEC>
+__device__ inline void store_floats(floatX* p, const float (&in)[VEC]) {
+    static_assert(VEC == 1 || VEC == x128::size, "VEC is 1 or x128::size");
+    if constexpr (VEC == 1) {
+        p[0] = from_float<floatX>(in[0]);
+    } else {
+        x128 packed;
+        for (int k = 0; k < VEC; k++) { packed.v[k] = from_float<floatX>(in[k]); }
+        store128(p, packed);
+    }
+}
 
 #endif // LLMC_CUDA_COMMON_CUH

@@ -7,7 +7,10 @@ cuBLASLt, forward and backward, plus the generic cuBLASLt call the attention als
   backward: dinp (N,C)     = dout (N,OC) . weight (OC,C)     OVERWRITTEN (beta = 0), then, if a GELU
                              pre-activation is given, multiplied by gelu'(pre) (the GELU's backward)
             dweight (OC,C) += dout^T . inp                   ACCUMULATED (beta = 1), fp32 (or bf16)
-            dbias (OC)     += sum over rows of dout          ACCUMULATED, deterministic reduction
+            dbias (OC)     += sum over rows of dout          ACCUMULATED, deterministic reduction: fixed
+                             row slices (MATMUL_BIAS_PARTS) summed into a workspace, then added in
+                             order; dout read in 128-bit packs of x128::size channels when OC % x128::size
+                             == 0 and dout is 16-byte aligned, else one channel per load (same bits)
 
 So: parameter gradients ACCUMULATE (+=), the input gradient dinp is OVERWRITTEN. (Every consumer of
 dinp in the model either is the residual stream, which a LayerNorm backward accumulates into, or
@@ -189,27 +192,40 @@ inline void matmul_cublaslt(const MatmulContext* ctx,
 // ----------------------------------------------------------------------------
 // bias gradient: deterministic column sums of dout (N,OC)
 
-// grid = (CEIL_DIV(OC, 32), MATMUL_BIAS_PARTS), block = (32, by) with by a power of two.
-// Block (x, p) sums rows of slice p for channels x*32 + threadIdx.x; partials[p * OC + oc].
+// grid = (CEIL_DIV(OC, 32 * VEC), MATMUL_BIAS_PARTS), block = (32, by) with by a power of two.
+// Thread (x, y) of block (bx, p) sums VEC adjacent channels oc = (bx*32 + x) * VEC + 0..VEC-1 over rows
+// y, y + by, ... of slice p, then the block adds its by partial sums per channel in a fixed tree;
+// partials[p * OC + oc]. VEC = x128::size reads each row's VEC channels with one 128-bit load (needs
+// OC % VEC == 0 and dout 16-byte aligned); VEC = 1 reads one. Each channel's terms are added in the
+// same order on both paths, so at a given by the two give the same bits.
+template<int VEC>
 static __global__ void matmul_bias_partials_kernel(float* partials, const floatX* dout, int N, int OC) {
-    extern __shared__ float smem[];   // blockDim.y * 32 floats
-    const int oc = blockIdx.x * 32 + threadIdx.x;
+    extern __shared__ float smem[];   // blockDim.y * VEC * 32 floats, [y][k][x]: a warp's 32 lanes in 32 banks
+    const int oc = (blockIdx.x * 32 + threadIdx.x) * VEC;
     const int p = blockIdx.y;
     const int rows_per_part = CEIL_DIV(N, MATMUL_BIAS_PARTS);
     const int r_begin = p * rows_per_part;
     const int r_end = min(N, r_begin + rows_per_part);
-    float sum = 0.0f;
+    float sum[VEC] = {};
     if (oc < OC) {
-        for (int r = r_begin + threadIdx.y; r < r_end; r += blockDim.y) { sum += to_float(dout[(size_t)r * OC + oc]); }
+        for (int r = r_begin + threadIdx.y; r < r_end; r += blockDim.y) {
+            float v[VEC];
+            load_as_floats<VEC>(v, dout + (size_t)r * OC + oc);
+            for (int k = 0; k < VEC; k++) { sum[k] += v[k]; }
+        }
     }
-    const int t = threadIdx.y * 32 + threadIdx.x;
-    smem[t] = sum;
+    float* mine = smem + threadIdx.y * VEC * 32 + threadIdx.x;   // element k at mine[k * 32]
+    for (int k = 0; k < VEC; k++) { mine[k * 32] = sum[k]; }
     __syncthreads();
     for (int stride = blockDim.y / 2; stride > 0; stride >>= 1) {
-        if (threadIdx.y < stride) { smem[t] += smem[t + stride * 32]; }
+        if (threadIdx.y < stride) {
+            for (int k = 0; k < VEC; k++) { mine[k * 32] += mine[(stride * VEC + k) * 32]; }
+        }
         __syncthreads();
     }
-    if (threadIdx.y == 0 && oc < OC) { partials[(size_t)p * OC + oc] = smem[threadIdx.x]; }
+    if (threadIdx.y == 0 && oc < OC) {
+        for (int k = 0; k < VEC; k++) { partials[(size_t)p * OC + oc + k] = mine[k * 32]; }
+    }
 }
 
 template<typename GradT>
@@ -221,7 +237,13 @@ __global__ void matmul_bias_finish_kernel(GradT* dbias, const float* partials, i
     dbias[oc] = from_float<GradT>(to_float(dbias[oc]) + sum);
 }
 
-// dbias (OC) += column sums of dout (N,OC); partials go to ctx->workspace
+// channels per load of the bias-gradient reduction: x128::size when every row of dout starts 16-byte
+// aligned (OC % x128::size == 0 and dout aligned), else 1
+inline int matmul_bias_vec(const floatX* dout, int OC) {
+    return (OC % x128::size == 0 && is_aligned16(dout)) ? x128::size : 1;
+}
+
+// dbias (OC) += column sums of dout (N,OC); partials (MATMUL_BIAS_PARTS, OC) fp32 go to ctx->workspace
 template<typename GradT>
 inline void matmul_bias_backward(GradT* dbias, const floatX* dout, int N, int OC, const MatmulContext* ctx,
                                  int block_size = 256) {
@@ -231,8 +253,14 @@ inline void matmul_bias_backward(GradT* dbias, const floatX* dout, int N, int OC
               "matmul_bias_backward: MatmulContext workspace too small for the bias partial sums");
     float* partials = (float*)ctx->workspace;
     dim3 block(32, block_size / 32);
-    dim3 grid(CEIL_DIV(OC, 32), MATMUL_BIAS_PARTS);
-    matmul_bias_partials_kernel<<<grid, block, block_size * sizeof(float), ctx->stream>>>(partials, dout, N, OC);
+    if (matmul_bias_vec(dout, OC) == x128::size) {
+        const int VEC = x128::size;
+        dim3 grid(CEIL_DIV(OC, 32 * VEC), MATMUL_BIAS_PARTS);
+        matmul_bias_partials_kernel<VEC><<<grid, block, block_size * VEC * sizeof(float), ctx->stream>>>(partials, dout, N, OC);
+    } else {
+        dim3 grid(CEIL_DIV(OC, 32), MATMUL_BIAS_PARTS);
+        matmul_bias_partials_kernel<1><<<grid, block, block_size * sizeof(float), ctx->stream>>>(partials, dout, N, OC);
+    }
     cudaCheck(cudaGetLastError());
     matmul_bias_finish_kernel<<<CEIL_DIV(OC, 256), 256, 0, ctx->stream>>>(dbias, partials, OC);
     cudaCheck(cudaGetLastError());

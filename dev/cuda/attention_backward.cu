@@ -6,6 +6,10 @@ Version
          version: the CPU reference plays that role)
 Setup: q, k, v and att (the bf16 softmax probabilities) are computed on the CPU and uploaded, so the
 GPU backward and the reference start from the same bits; dinp starts as NaN (it must be overwritten).
+Two runs must give the same bits.
+Cases cover both paths of each non-GEMM kernel (the harness checks the launchers' choice):
+  head split/merge 128-bit (hs = 64, 32, 16) and scalar (hs = 15, 18; every buffer at + 1 element);
+  causal softmax backward 128-bit (T = 256, 72, 40) and scalar (T = 63, 38; att, datt at + 1 element).
 Reference: double precision, with datt rounded to bf16 as the GPU stores it.
 Tolerance, u = 2^-24 (derivation as in attention_forward.cu: a stored bf16 intermediate can differ
 from the reference's by one bf16 ulp, <= 2^-7 relative):
@@ -109,18 +113,32 @@ static AttBwdRef attention_backward_cpu(const std::vector<float>& inp, const std
     return r;
 }
 
-static void run_case(const char* label, MatmulContext* ctx, Rng* rng, int B, int T, int C, int NH) {
-    const size_t BTC = (size_t)B * T * C;
+// offset: every buffer starts that many elements past an aligned allocation (1: nothing 16-byte aligned).
+// heads_vec, softmax_vec: the elements per access the launchers must choose (x128::size or 1).
+static void run_case(const char* label, MatmulContext* ctx, Rng* rng, int B, int T, int C, int NH, int offset,
+                     int heads_vec, int softmax_vec) {
+    const size_t BTC = (size_t)B * T * C, BNHTT = (size_t)B * NH * T * T;
+    const int hs = C / NH;
     std::vector<float> inp = rand_bf16(3 * BTC, -1.0f, 1.0f, rng);
     std::vector<float> dout = rand_bf16(BTC, -1.0f, 1.0f, rng);
     AttBwdRef ref = attention_backward_cpu(inp, dout, B, T, C, NH);
-    floatX* d_qkvr = to_device_bf16(ref.qkvr);
-    floatX* d_att = to_device_bf16(ref.att);
-    floatX* d_dout = to_device_bf16(dout);
-    floatX* d_dinp = dmalloc<floatX>(3 * BTC);
-    floatX* d_dqkvr = dmalloc<floatX>(3 * BTC);
-    floatX* d_datt = dmalloc<floatX>((size_t)B * NH * T * T);
-    char name[160];
+    floatX* b_qkvr = dmalloc<floatX>(3 * BTC + offset);
+    floatX* b_att = dmalloc<floatX>(BNHTT + offset);
+    floatX* b_dout = dmalloc<floatX>(BTC + offset);
+    floatX* b_dinp = dmalloc<floatX>(3 * BTC + offset);
+    floatX* b_dqkvr = dmalloc<floatX>(3 * BTC + offset);
+    floatX* b_datt = dmalloc<floatX>(BNHTT + offset);
+    floatX *d_qkvr = b_qkvr + offset, *d_att = b_att + offset, *d_dout = b_dout + offset;
+    floatX *d_dinp = b_dinp + offset, *d_dqkvr = b_dqkvr + offset, *d_datt = b_datt + offset;
+    upload(d_qkvr, ref.qkvr); upload(d_att, ref.att); upload(d_dout, dout);
+    char name[192];
+    // the paths the launchers will take: split of dout (row stride C), merges into dinp (stride 3C)
+    const int split = attention_heads_vec(d_dinp, d_dout, C, 0, hs), merge = attention_heads_vec(d_dqkvr, d_dinp, 3 * C, C, hs);
+    const int soft = attention_softmax_vec(d_datt, d_att, T);
+    const bool paths_ok = split == heads_vec && merge == heads_vec && soft == softmax_vec;
+    printf("  %-44s %s  split %d, merge %d, softmax %d element(s) per access (expected %d, %d, %d)\n", label,
+           paths_ok ? "ok  " : "FAIL", split, merge, soft, heads_vec, heads_vec, softmax_vec);
+    if (!paths_ok) { exit(EXIT_FAILURE); }
     const int block_sizes[] = {32, 64, 128, 256, 512, 1024};
     for (int bs : block_sizes) {
         cudaCheck(cudaMemset(d_dinp, 0xff, 3 * BTC * sizeof(floatX)));   // NaN: must be overwritten
@@ -128,8 +146,14 @@ static void run_case(const char* label, MatmulContext* ctx, Rng* rng, int B, int
         snprintf(name, sizeof(name), "%s llmc block %d dinp (dq|dk|dv)", label, bs);
         validate(name, d_dinp, ref.dinp, BF16_RTOL, 0.0f, &ref.tol_dinp);
     }
-    cudaCheck(cudaFree(d_qkvr)); cudaCheck(cudaFree(d_att)); cudaCheck(cudaFree(d_dout));
-    cudaCheck(cudaFree(d_dinp)); cudaCheck(cudaFree(d_dqkvr)); cudaCheck(cudaFree(d_datt));
+    // the same bits twice
+    floatX* b_dinp2 = dmalloc<floatX>(3 * BTC + offset);
+    attention_backward(d_dinp, d_dqkvr, d_datt, d_dout, d_qkvr, d_att, B, T, C, NH, ctx);
+    attention_backward(b_dinp2 + offset, d_dqkvr, d_datt, d_dout, d_qkvr, d_att, B, T, C, NH, ctx);
+    snprintf(name, sizeof(name), "%s determinism dinp", label);
+    check_bitwise_equal(name, d_dinp, b_dinp2 + offset, 3 * BTC * sizeof(floatX));
+    cudaCheck(cudaFree(b_qkvr)); cudaCheck(cudaFree(b_att)); cudaCheck(cudaFree(b_dout));
+    cudaCheck(cudaFree(b_dinp)); cudaCheck(cudaFree(b_dqkvr)); cudaCheck(cudaFree(b_datt)); cudaCheck(cudaFree(b_dinp2));
 }
 
 int main() {
@@ -138,9 +162,13 @@ int main() {
     Rng rng = rng_create(4242);
 
     printf("validation\n");
-    run_case("B=4 T=256 C=768 NH=12", &ctx, &rng, 4, 256, 768, 12);
-    run_case("B=2 T=72 C=128 NH=4", &ctx, &rng, 2, 72, 128, 4);
-    run_case("B=2 T=63 C=64 NH=4 (odd T: 2-byte-aligned rows of att)", &ctx, &rng, 2, 63, 64, 4);
+    const int P = x128::size;
+    run_case("B=4 T=256 C=768 NH=12", &ctx, &rng, 4, 256, 768, 12, 0, P, P);
+    run_case("B=2 T=72 C=128 NH=4", &ctx, &rng, 2, 72, 128, 4, 0, P, P);
+    run_case("B=2 T=63 C=64 NH=4 (odd T: 2-byte-aligned rows of att)", &ctx, &rng, 2, 63, 64, 4, 0, P, 1);
+    run_case("B=2 T=40 C=60 NH=4 (hs=15: scalar split/merge)", &ctx, &rng, 2, 40, 60, 4, 0, 1, P);
+    run_case("B=2 T=38 C=72 NH=4 (hs=18, T=38: both scalar)", &ctx, &rng, 2, 38, 72, 4, 0, 1, 1);
+    run_case("B=2 T=64 C=128 NH=4 (buffers + 1: both scalar)", &ctx, &rng, 2, 64, 128, 4, 1, 1, 1);
 
     const int B = 8, T = 1024, C = 768, NH = 12, hs = C / NH;
     if (skip_benchmarks("attention_backward")) { return 0; }

@@ -6,7 +6,11 @@ Versions
   llmc  : attention_forward (split heads, cuBLASLt batched Q.K^T, causal softmax kernel, batched A.V,
           merge heads) at several block sizes for its non-GEMM kernels
 Checks: out (B,T,C); for llmc also qkvr (an exact copy, tolerance 0) and att (B,NH,T,T) including exact
-zeros above the diagonal. inp is re-uploaded before every llmc run (the launcher clobbers it).
+zeros above the diagonal (att starts as NaN), and that two runs give the same bits. inp is re-uploaded
+before every llmc run (the launcher clobbers it).
+Cases cover both paths of each non-GEMM kernel (the harness checks the launchers' choice):
+  head split/merge 128-bit (hs = 64, 32, 16) and scalar (hs = 15, 18; every buffer at + 1 element);
+  causal softmax 128-bit (T = 256, 72, 40) and scalar (T = 63, 38; att at + 1 element).
 Reference: double precision, with preatt rounded to bf16 as the GPU stores it.
 Tolerance: if the GPU's fp32 Q.K^T lands on the other side of a bf16 rounding boundary, its preatt is
 one bf16 ulp (<= 2^-7 relative) away from the reference's, so each scaled logit z moves by at most
@@ -106,15 +110,28 @@ static AttRef attention_forward_cpu(const std::vector<float>& inp, int B, int T,
     return r;
 }
 
-static void run_case(const char* label, MatmulContext* ctx, Rng* rng, int B, int T, int C, int NH) {
+// offset: every buffer starts that many elements past an aligned allocation (1: nothing 16-byte aligned).
+// heads_vec, softmax_vec: the elements per access the launchers must choose (x128::size or 1).
+static void run_case(const char* label, MatmulContext* ctx, Rng* rng, int B, int T, int C, int NH, int offset,
+                     int heads_vec, int softmax_vec) {
     const size_t BTC = (size_t)B * T * C;
+    const int hs = C / NH;
     std::vector<float> inp = rand_bf16(3 * BTC, -1.0f, 1.0f, rng);
     AttRef ref = attention_forward_cpu(inp, B, T, C, NH);
-    floatX* d_inp = to_device_bf16(inp);
-    floatX* d_out = dmalloc<floatX>(BTC);
-    floatX* d_qkvr = dmalloc<floatX>(3 * BTC);
-    floatX* d_att = dmalloc<floatX>((size_t)B * NH * T * T);
-    char name[160];
+    floatX* b_inp = dmalloc<floatX>(3 * BTC + offset);
+    floatX* b_out = dmalloc<floatX>(BTC + offset);
+    floatX* b_qkvr = dmalloc<floatX>(3 * BTC + offset);
+    floatX* b_att = dmalloc<floatX>((size_t)B * NH * T * T + offset);
+    floatX *d_inp = b_inp + offset, *d_out = b_out + offset, *d_qkvr = b_qkvr + offset, *d_att = b_att + offset;
+    upload(d_inp, inp);
+    char name[192];
+    // the paths the launchers will take: splits from inp (row stride 3C), merge into out (stride C)
+    const int split = attention_heads_vec(d_qkvr, d_inp, 3 * C, C, hs), merge = attention_heads_vec(d_inp, d_out, C, 0, hs);
+    const int soft = attention_softmax_vec(d_att, d_att, T);
+    const bool paths_ok = split == heads_vec && merge == heads_vec && soft == softmax_vec;
+    printf("  %-44s %s  split %d, merge %d, softmax %d element(s) per access (expected %d, %d, %d)\n", label,
+           paths_ok ? "ok  " : "FAIL", split, merge, soft, heads_vec, heads_vec, softmax_vec);
+    if (!paths_ok) { exit(EXIT_FAILURE); }
     const int block_sizes[] = {32, 64, 128, 256, 512, 1024};
     for (int bs : block_sizes) {
         cudaCheck(cudaMemset(d_out, 0, BTC * sizeof(floatX)));
@@ -132,7 +149,17 @@ static void run_case(const char* label, MatmulContext* ctx, Rng* rng, int B, int
         snprintf(name, sizeof(name), "%s llmc block %d att", label, bs);  validate(name, d_att, ref.att, BF16_RTOL, 0.0f, &ref.tol_att);
         snprintf(name, sizeof(name), "%s llmc block %d out", label, bs);  validate(name, d_out, ref.out, BF16_RTOL, 0.0f, &ref.tol_out);
     }
-    cudaCheck(cudaFree(d_inp)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_qkvr)); cudaCheck(cudaFree(d_att));
+    // the same bits twice
+    floatX* d_out2 = dmalloc<floatX>(BTC + offset);
+    floatX* d_att2 = dmalloc<floatX>((size_t)B * NH * T * T + offset);
+    upload(d_inp, inp);
+    attention_forward(d_out, d_qkvr, d_att, d_inp, B, T, C, NH, ctx);
+    upload(d_inp, inp);
+    attention_forward(d_out2 + offset, d_qkvr, d_att2 + offset, d_inp, B, T, C, NH, ctx);
+    snprintf(name, sizeof(name), "%s determinism out", label); check_bitwise_equal(name, d_out, d_out2 + offset, BTC * sizeof(floatX));
+    snprintf(name, sizeof(name), "%s determinism att", label); check_bitwise_equal(name, d_att, d_att2 + offset, (size_t)B * NH * T * T * sizeof(floatX));
+    cudaCheck(cudaFree(b_inp)); cudaCheck(cudaFree(b_out)); cudaCheck(cudaFree(b_qkvr)); cudaCheck(cudaFree(b_att));
+    cudaCheck(cudaFree(d_out2)); cudaCheck(cudaFree(d_att2));
 }
 
 int main() {
@@ -141,9 +168,13 @@ int main() {
     Rng rng = rng_create(31337);
 
     printf("validation\n");
-    run_case("B=4 T=256 C=768 NH=12", &ctx, &rng, 4, 256, 768, 12);
-    run_case("B=2 T=72 C=128 NH=4", &ctx, &rng, 2, 72, 128, 4);
-    run_case("B=2 T=63 C=64 NH=4 (odd T: 2-byte-aligned rows of att)", &ctx, &rng, 2, 63, 64, 4);
+    const int P = x128::size;
+    run_case("B=4 T=256 C=768 NH=12", &ctx, &rng, 4, 256, 768, 12, 0, P, P);
+    run_case("B=2 T=72 C=128 NH=4", &ctx, &rng, 2, 72, 128, 4, 0, P, P);
+    run_case("B=2 T=63 C=64 NH=4 (odd T: 2-byte-aligned rows of att)", &ctx, &rng, 2, 63, 64, 4, 0, P, 1);
+    run_case("B=2 T=40 C=60 NH=4 (hs=15: scalar split/merge)", &ctx, &rng, 2, 40, 60, 4, 0, 1, P);
+    run_case("B=2 T=38 C=72 NH=4 (hs=18, T=38: both scalar)", &ctx, &rng, 2, 38, 72, 4, 0, 1, 1);
+    run_case("B=2 T=64 C=128 NH=4 (buffers + 1: both scalar)", &ctx, &rng, 2, 64, 128, 4, 1, 1, 1);
 
     const int B = 8, T = 1024, C = 768, NH = 12, hs = C / NH;
     if (skip_benchmarks("attention_forward")) { return 0; }

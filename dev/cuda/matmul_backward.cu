@@ -8,9 +8,13 @@ Versions
   naive : one thread per output element of each gradient (this file)
   llmc  : matmul_backward<float>, matmul_backward<floatX>
 Cases: GPT-2 layer shapes with N = 512 rows (fcproj with the GELU backward, qkv, an LM-head-like shape
-without bias), an odd shape, operands at 16-byte aligned offsets; dinp starts as garbage (it must be
-overwritten), dweight and dbias start from random values (they must accumulate); llmc is run twice
-and must give identical bits.
+without bias), odd shapes, operands at 16-byte aligned offsets and at + 1 element; dinp starts as
+garbage (it must be overwritten), dweight and dbias start from random values (they must accumulate);
+llmc is run twice and must give identical bits.
+The bias reduction has two paths (the harness checks the launcher's choice): 128-bit loads of dout
+(OC % x128::size == 0 and dout aligned: OC = 768, 2304, 104, 3072) and one channel per load (OC = 99;
+dout at + 1 element). Both add each channel's terms in the same order, so where the 128-bit path is
+taken the harness also runs the scalar one on a misaligned copy of dout and requires the same bits.
 Tolerance: exact values in double.
   dinp    : 2^-7 |ref| + accum_tol(OC, sum |dout w|); with GELU: 2^-6 |ref| (the GEMM result is
             rounded to bf16 before the multiply, then the product is rounded) + 1.2 accum_tol
@@ -118,9 +122,11 @@ static MmBwdRef matmul_backward_cpu(const std::vector<float>& dout, const std::v
     return r;
 }
 
+// offset: every buffer starts that many elements past an aligned allocation. bias_vec: the channels per
+// load the bias reduction must choose (x128::size or 1).
 template<typename GradT>
 static void run_case(const char* label, MatmulContext* ctx, Rng* rng, int N, int C, int OC, bool use_bias, bool gelu,
-                     int offset, bool run_naive) {
+                     int offset, bool run_naive, int bias_vec) {
     std::vector<float> dout = rand_bf16((size_t)N * OC, -1.0f, 1.0f, rng);
     std::vector<float> inp = rand_bf16((size_t)N * C, -1.0f, 1.0f, rng);
     std::vector<float> w = rand_bf16((size_t)OC * C, -0.1f, 0.1f, rng);
@@ -177,8 +183,12 @@ static void run_case(const char* label, MatmulContext* ctx, Rng* rng, int N, int
         snprintf(name, sizeof(name), "%s llmc %s dbias untouched (NULL)", label, type_name<GradT>());
         validate(name, d_db, db0, 0.0f, 0.0f);
     }
-    // the bias reduction alone at several block sizes
+    // the bias reduction alone at several block sizes, on the path the harness expects
     if (use_bias) {
+        const int vec = matmul_bias_vec(d_dout, OC);
+        snprintf(name, sizeof(name), "%s dbias path", label);
+        printf("  %-44s %s  %d channel(s) per load (expected %d)\n", name, vec == bias_vec ? "ok  " : "FAIL", vec, bias_vec);
+        if (vec != bias_vec) { exit(EXIT_FAILURE); }
         const int bias_block_sizes[] = {32, 64, 128, 256, 512, 1024};
         for (int bs : bias_block_sizes) {
             upload(d_db, db0);
@@ -186,6 +196,18 @@ static void run_case(const char* label, MatmulContext* ctx, Rng* rng, int N, int
             snprintf(name, sizeof(name), "%s llmc %s dbias block %d", label, type_name<GradT>(), bs);
             validate(name, d_db, ref.dbias, grad_rtol, 0.0f, &ref.tol_dbias);
         }
+    }
+    // 128-bit and scalar paths add each channel's terms in the same order: the same bits from dout and
+    // from a copy of it one element past an aligned address
+    if (use_bias && matmul_bias_vec(d_dout, OC) == x128::size) {
+        floatX* b_copy = dmalloc<floatX>(dout.size() + 1);
+        upload(b_copy + 1, dout);
+        upload(d_db, db0); upload(d_db2, db0);
+        matmul_bias_backward(d_db, d_dout, N, OC, ctx);
+        matmul_bias_backward(d_db2, b_copy + 1, N, OC, ctx);
+        snprintf(name, sizeof(name), "%s dbias 128-bit = scalar (dout + 1)", label);
+        check_bitwise_equal(name, d_db, d_db2, db0.size() * sizeof(GradT));
+        cudaCheck(cudaFree(b_copy));
     }
     // determinism
     upload(d_dinp2, garbage); upload(d_dw2, dw0); upload(d_db2, db0);
@@ -204,13 +226,17 @@ int main() {
     Rng rng = rng_create(77);
 
     printf("validation\n");
-    run_case<float>("fcproj N=512 C=3072 OC=768 bias gelu", &ctx, &rng, 512, 3072, 768, true, true, 0, true);
-    run_case<float>("qkv N=512 C=768 OC=2304 bias", &ctx, &rng, 512, 768, 2304, true, false, 0, true);
-    run_case<float>("head N=256 C=768 OC=4096 no bias", &ctx, &rng, 256, 768, 4096, false, false, 0, true);
-    run_case<float>("odd N=37 C=72 OC=104 bias gelu", &ctx, &rng, 37, 72, 104, true, true, 0, true);
-    run_case<float>("16B-aligned N=512 C=768 OC=3072 bias", &ctx, &rng, 512, 768, 3072, true, false, 8, false);
-    run_case<floatX>("qkv N=512 C=768 OC=2304 bias", &ctx, &rng, 512, 768, 2304, true, false, 0, false);
-    run_case<floatX>("fcproj N=512 C=3072 OC=768 bias gelu", &ctx, &rng, 512, 3072, 768, true, true, 0, false);
+    const int P = x128::size;   // the bias reduction's 128-bit path; 1: its scalar path
+    run_case<float>("fcproj N=512 C=3072 OC=768 bias gelu", &ctx, &rng, 512, 3072, 768, true, true, 0, true, P);
+    run_case<float>("qkv N=512 C=768 OC=2304 bias", &ctx, &rng, 512, 768, 2304, true, false, 0, true, P);
+    run_case<float>("head N=256 C=768 OC=4096 no bias", &ctx, &rng, 256, 768, 4096, false, false, 0, true, P);
+    run_case<float>("odd N=37 C=72 OC=104 bias gelu", &ctx, &rng, 37, 72, 104, true, true, 0, true, P);
+    run_case<float>("odd OC N=45 C=40 OC=99 bias gelu", &ctx, &rng, 45, 40, 99, true, true, 0, true, 1);
+    run_case<float>("16B-aligned N=512 C=768 OC=3072 bias", &ctx, &rng, 512, 768, 3072, true, false, 8, false, P);
+    run_case<float>("+1 element N=64 C=64 OC=256 bias", &ctx, &rng, 64, 64, 256, true, false, 1, false, 1);
+    run_case<floatX>("qkv N=512 C=768 OC=2304 bias", &ctx, &rng, 512, 768, 2304, true, false, 0, false, P);
+    run_case<floatX>("fcproj N=512 C=3072 OC=768 bias gelu", &ctx, &rng, 512, 3072, 768, true, true, 0, false, P);
+    run_case<floatX>("odd OC N=45 C=40 OC=99 bias", &ctx, &rng, 45, 40, 99, true, false, 0, false, 1);
 
     if (skip_benchmarks("matmul_backward")) { return 0; }
 
