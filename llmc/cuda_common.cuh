@@ -278,27 +278,32 @@ __device__ inline void store128(T* address, Packed128<T> value) {
 
 inline bool is_aligned16(const void* p) { return ((uintptr_t)p % 16) == 0; }
 
-// VEC consecutive floatX to or from floats, for a kernel body written once for both of its paths
-// (template<int VEC>): VEC == x128::size is one 128-bit access (p 16-byte aligned), VEC == 1 a plain one.
-template<int VEC>
-__device__ inline void load_as_floats(float (&out)[VEC], const floatX* p) {
-    static_assert(VEC == 1 || VEC == x128::size, "VEC is 1 or x128::size");
-    if constexpr (VEC == 1) {
-        out[0] = to_float(p[0]);
+// VEC consecutive values of type T (floatX or float) to or from floats, for a kernel body written once
+// for both of its paths (template<int VEC>): when VEC is a whole number of 128-bit packs of T, whole
+// packs (p 16-byte aligned, which the launcher checked); otherwise one element at a time (VEC == 1).
+template<int VEC, typename T>
+__device__ inline void load_as_floats(float (&out)[VEC], const T* p) {
+    constexpr int P = Packed128<T>::size;
+    if constexpr (VEC % P == 0) {
+        for (int i = 0; i < VEC; i += P) {
+            const Packed128<T> packed = load128(p + i);
+            for (int k = 0; k < P; k++) { out[i + k] = to_float(packed.v[k]); }
+        }
     } else {
-        const x128 packed = load128(p);
-        for (int k = 0; k < VEC; k++) { out[k] = to_float(packed.v[k]); }
+        for (int k = 0; k < VEC; k++) { out[k] = to_float(p[k]); }
     }
 }
-template<int VEC>
-__device__ inline void store_floats(floatX* p, const float (&in)[VEC]) {
-    static_assert(VEC == 1 || VEC == x128::size, "VEC is 1 or x128::size");
-    if constexpr (VEC == 1) {
-        p[0] = from_float<floatX>(in[0]);
+template<int VEC, typename T>
+__device__ inline void store_floats(T* p, const float (&in)[VEC]) {
+    constexpr int P = Packed128<T>::size;
+    if constexpr (VEC % P == 0) {
+        for (int i = 0; i < VEC; i += P) {
+            Packed128<T> packed;
+            for (int k = 0; k < P; k++) { packed.v[k] = from_float<T>(in[i + k]); }
+            store128(p + i, packed);
+        }
     } else {
-        x128 packed;
-        for (int k = 0; k < VEC; k++) { packed.v[k] = from_float<floatX>(in[k]); }
-        store128(p, packed);
+        for (int k = 0; k < VEC; k++) { p[k] = from_float<T>(in[k]); }
     }
 }
 

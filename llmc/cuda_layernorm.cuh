@@ -52,43 +52,6 @@ inline size_t layernorm_backward_scratch_bytes(int C) {
     return (LN_BWD_HEADER_FLOATS + (size_t)2 * LN_BWD_MAX_BLOCKS * C) * sizeof(float);
 }
 
-// ----------------------------------------------------------------------------
-// VEC consecutive elements <-> floats: 128-bit accesses when VEC is a multiple of T's pack width
-// (the launcher has checked the alignment), element-wise otherwise (VEC = 1)
-
-template<int VEC, typename T>
-__device__ inline void ln_load(float (&dst)[VEC], const T* src) {
-    constexpr int P = Packed128<T>::size;
-    if constexpr (VEC % P == 0) {
-#pragma unroll
-        for (int i = 0; i < VEC; i += P) {
-            Packed128<T> p = load128(src + i);
-#pragma unroll
-            for (int k = 0; k < P; k++) { dst[i + k] = to_float(p.v[k]); }
-        }
-    } else {
-#pragma unroll
-        for (int k = 0; k < VEC; k++) { dst[k] = to_float(src[k]); }
-    }
-}
-
-template<int VEC, typename T>
-__device__ inline void ln_store(T* dst, const float (&src)[VEC]) {
-    constexpr int P = Packed128<T>::size;
-    if constexpr (VEC % P == 0) {
-#pragma unroll
-        for (int i = 0; i < VEC; i += P) {
-            Packed128<T> p;
-#pragma unroll
-            for (int k = 0; k < P; k++) { p.v[k] = from_float<T>(src[i + k]); }
-            store128(dst + i, p);
-        }
-    } else {
-#pragma unroll
-        for (int k = 0; k < VEC; k++) { dst[k] = from_float<T>(src[k]); }
-    }
-}
-
 // In every loop over a row below, lane `lane` of a warp handles elements [c, c + VEC) for
 // c = lane*VEC, lane*VEC + 32*VEC, ...: consecutive lanes touch consecutive packs, so with VEC = 8 a
 // warp reads 512 contiguous bytes per step.
@@ -105,7 +68,7 @@ __device__ inline void layernorm_row(floatX* out, float* mean, float* rstd, cons
     float sum = 0.0f;
     for (int c = lane * VEC; c < C; c += 32 * VEC) {
         float v[VEC];
-        ln_load<VEC>(v, x + c);
+        load_as_floats<VEC>(v, x + c);
 #pragma unroll
         for (int k = 0; k < VEC; k++) { sum += v[k]; }
     }
@@ -113,19 +76,19 @@ __device__ inline void layernorm_row(floatX* out, float* mean, float* rstd, cons
     float sq = 0.0f;   // two passes: the variance of values with a large mean stays exact
     for (int c = lane * VEC; c < C; c += 32 * VEC) {
         float v[VEC];
-        ln_load<VEC>(v, x + c);
+        load_as_floats<VEC>(v, x + c);
 #pragma unroll
         for (int k = 0; k < VEC; k++) { float d = v[k] - m; sq += d * d; }
     }
     const float s = rsqrtf(warp_reduce_sum(sq) / C + LAYERNORM_EPS);
     for (int c = lane * VEC; c < C; c += 32 * VEC) {
         float v[VEC], w[VEC], b[VEC], o[VEC];
-        ln_load<VEC>(v, x + c);
-        ln_load<VEC>(w, weight + c);
-        ln_load<VEC>(b, bias + c);
+        load_as_floats<VEC>(v, x + c);
+        load_as_floats<VEC>(w, weight + c);
+        load_as_floats<VEC>(b, bias + c);
 #pragma unroll
         for (int k = 0; k < VEC; k++) { o[k] = (v[k] - m) * s * w[k] + b[k]; }
-        ln_store<VEC>(out + c, o);
+        store_floats<VEC>(out + c, o);
     }
     if (lane == 0) {
         if (mean != NULL) { mean[row] = m; }
@@ -147,8 +110,8 @@ __global__ void layernorm_forward_kernel(floatX* out, float* mean, float* rstd, 
         floatX* cache = ln_row_cache + (size_t)warp * C;
         for (int c = lane * VEC; c < C; c += 32 * VEC) {
             float v[VEC];
-            ln_load<VEC>(v, x + c);
-            ln_store<VEC>(cache + c, v);   // floatX -> float -> floatX is exact
+            load_as_floats<VEC>(v, x + c);
+            store_floats<VEC>(cache + c, v);   // floatX -> float -> floatX is exact
         }
         x = cache;
     }
@@ -173,12 +136,12 @@ __global__ void fused_residual_layernorm_forward_kernel(floatX* residual, floatX
     floatX* cache = cache_rows ? ln_row_cache + (size_t)warp * C : NULL;
     for (int c = lane * VEC; c < C; c += 32 * VEC) {
         float a[VEC], b[VEC];
-        ln_load<VEC>(a, inp1 + off + c);
-        ln_load<VEC>(b, inp2 + off + c);
+        load_as_floats<VEC>(a, inp1 + off + c);
+        load_as_floats<VEC>(b, inp2 + off + c);
 #pragma unroll
         for (int k = 0; k < VEC; k++) { a[k] += b[k]; }
-        ln_store<VEC>(residual + off + c, a);            // rounds to floatX
-        if (cache != NULL) { ln_store<VEC>(cache + c, a); }   // the same rounding
+        store_floats<VEC>(residual + off + c, a);            // rounds to floatX
+        if (cache != NULL) { store_floats<VEC>(cache + c, a); }   // the same rounding
     }
     layernorm_row<VEC>(out + off, mean, rstd, cache != NULL ? cache : residual + off, weight, bias, row, C, lane);
 }
@@ -197,9 +160,9 @@ __device__ inline void layernorm_backward_row(floatX* dinp, float* acc_w, float*
     float sum_dnorm = 0.0f, sum_dnorm_xhat = 0.0f;
     for (int c = lane * VEC; c < C; c += 32 * VEC) {
         float g[VEC], x[VEC], w[VEC];
-        ln_load<VEC>(g, dout + c);
-        ln_load<VEC>(x, inp + c);
-        ln_load<VEC>(w, weight + c);
+        load_as_floats<VEC>(g, dout + c);
+        load_as_floats<VEC>(x, inp + c);
+        load_as_floats<VEC>(w, weight + c);
 #pragma unroll
         for (int k = 0; k < VEC; k++) {
             float xhat = (x[k] - m) * s;
@@ -212,12 +175,12 @@ __device__ inline void layernorm_backward_row(floatX* dinp, float* acc_w, float*
     const float mean_dnorm_xhat = warp_reduce_sum(sum_dnorm_xhat) / C;
     for (int c = lane * VEC; c < C; c += 32 * VEC) {
         float g[VEC], x[VEC], w[VEC], d[VEC], aw[VEC], ab[VEC];
-        ln_load<VEC>(g, dout + c);
-        ln_load<VEC>(x, inp + c);
-        ln_load<VEC>(w, weight + c);
-        ln_load<VEC>(d, dinp + c);
-        ln_load<VEC>(aw, acc_w + c);
-        ln_load<VEC>(ab, acc_b + c);
+        load_as_floats<VEC>(g, dout + c);
+        load_as_floats<VEC>(x, inp + c);
+        load_as_floats<VEC>(w, weight + c);
+        load_as_floats<VEC>(d, dinp + c);
+        load_as_floats<VEC>(aw, acc_w + c);
+        load_as_floats<VEC>(ab, acc_b + c);
 #pragma unroll
         for (int k = 0; k < VEC; k++) {
             float xhat = (x[k] - m) * s;
@@ -226,9 +189,9 @@ __device__ inline void layernorm_backward_row(floatX* dinp, float* acc_w, float*
             aw[k] += g[k] * xhat;
             ab[k] += g[k];
         }
-        ln_store<VEC>(dinp + c, d);
-        ln_store<VEC>(acc_w + c, aw);
-        ln_store<VEC>(acc_b + c, ab);
+        store_floats<VEC>(dinp + c, d);
+        store_floats<VEC>(acc_w + c, aw);
+        store_floats<VEC>(acc_b + c, ab);
     }
 }
 
@@ -252,8 +215,8 @@ __global__ void layernorm_backward_kernel(floatX* dinp, GradT* dweight, GradT* d
 
     for (int c = lane * VEC; c < C; c += 32 * VEC) {
         float zero[VEC] = {};
-        ln_store<VEC>(acc + c, zero);
-        ln_store<VEC>(acc + C + c, zero);
+        store_floats<VEC>(acc + c, zero);
+        store_floats<VEC>(acc + C + c, zero);
     }
     const int r_begin = (int)blockIdx.x * rows_per_block;
     const int r_end = min(N, r_begin + rows_per_block);
