@@ -26,6 +26,14 @@ And that the 1e-5 comparison has teeth:
   - a 1e-4 relative error put into one tensor of train_gpt2's gradient (layer 0's ln1b) is caught by
     the fp32 comparison, while in the bf16 build's figure for that tensor it is invisible;
   - -grad_bf16 1 is refused by the fp32 build with one line.
+And the kernels' scalar paths. The presets' sizes (C, 3C, 4C, Vp, T, hs multiples of 8, every tensor
+and shard 16-byte aligned) send every bandwidth-bound kernel down its 128-bit path. A model written
+here with L=2, NH=2, C=38 (hs=19, so -attn auto takes the materialized attention), V=1000, Vp=1001,
+trained at T=13, leaves no multiple of 4 in C, 3C, Vp, T or hs, and its tensors start at misaligned
+offsets: LayerNorm, the encoder, the classifier, the causal softmax, the head split/merge, the qkv bias
+gradient and AdamW all take their one-element paths (the dev/cuda harnesses, bf16 only, cover both
+paths in that build). At P=1 and P=2 the fp32 build must match train_gpt2 within the same 1e-5 per
+tensor (measured 5e-7 .. 7e-7), and the bf16 build's first window must be within BF16_TOL.
 
 Tolerances. Two fp32 programs that sum in different orders differ by a few ulps per sum (2^-24 =
 6e-8 each), growing like sqrt(terms): measured 2.1e-6 .. 3.1e-6 for the worst tensor of each window
@@ -189,6 +197,43 @@ if bf is not None and fp_windows is not None:
                  f"a {INJECTED:.0e} error in {name}'s gradient is caught by the fp32 comparison",
                  f"fp32 build vs the altered reference: {name} {seen:.2e} > {GRAD_TOL:.0e}, every other tensor within; "
                  f"the bf16 build reads {bf_seen:.2e} for it with or without the error ({bf_clean:.2e})")
+
+# --- odd shapes: every kernel's one-element path ----------------------------------------------------
+ODD_CONFIG = dict(max_seq_len=64, vocab_size=1000, num_layers=2, num_heads=2, channels=38, padded_vocab_size=1001)
+rng = np.random.default_rng(3)
+odd_params = (rng.standard_normal(sum(n for _, n in formats.parameter_tensors(ODD_CONFIG))) * 0.05).astype(np.float32)
+off = 0
+for name, n in formats.parameter_tensors(ODD_CONFIG):
+    if name in ("ln1w", "ln2w", "lnfw"):
+        odd_params[off:off + n] = 1.0 + 0.1 * rng.standard_normal(n)
+    off += n
+odd_model, odd_train = os.path.join(work, "odd_model.bin"), os.path.join(work, "odd_train.bin")
+formats.write_model(odd_model, odd_params, ODD_CONFIG["max_seq_len"], ODD_CONFIG["vocab_size"], ODD_CONFIG["num_layers"],
+                    ODD_CONFIG["num_heads"], ODD_CONFIG["channels"], ODD_CONFIG["padded_vocab_size"])
+formats.write_shard(odd_train, rng.integers(0, ODD_CONFIG["vocab_size"] - 1, size=20000))
+ODD = ["-e", odd_model, "-i", odd_train, "-pad", "0", "-t", "13"]   # later flags override COMMON's
+odd_layout = tensors(ODD_CONFIG)
+for P in (1, 2):
+    if P > 1 and shutil.which("mpirun") is None:
+        checks.skip(f"odd shapes, fp32 train_gpt2cu vs train_gpt2, P={P}", "mpirun not found")
+        continue
+    cpu_odd = train_run(f"train_gpt2 odd shapes P={P}", "./train_gpt2", P, extra=ODD)
+    fp_odd = train_run(f"fp32 train_gpt2cu odd shapes P={P}", FP32, P, extra=ODD)
+    if cpu_odd is None or fp_odd is None:
+        continue
+    n_odd = len(odd_params)
+    ok_shape = cpu_odd["grads"].size == fp_odd["grads"].size == STEPS * n_odd
+    worst = max(max(tensor_errors(a, b, odd_layout)) for a, b in
+                zip(fp_odd["grads"].reshape(-1, n_odd), cpu_odd["grads"].reshape(-1, n_odd))) if ok_shape else (float("nan"), "?")
+    checks.check(ok_shape and worst[0] <= GRAD_TOL and "materialized" in fp_odd["stdout"],
+                 f"odd shapes (C=38 hs=19 Vp=1001 T=13), P={P}: fp32 train_gpt2cu's one-element paths vs train_gpt2",
+                 f"worst ||dg||/||g|| over {STEPS} windows = {worst[0]:.2e} in {worst[1]} (tolerance {GRAD_TOL:.0e})")
+    if P == 1:
+        bf_odd = train_run("bf16 train_gpt2cu odd shapes P=1, 1 step", BF16, 1, steps=1, extra=ODD)
+        if bf_odd is not None and bf_odd["grads"].size == n_odd:
+            e = max(tensor_errors(bf_odd["grads"], cpu_odd["grads"][:n_odd], odd_layout))
+            checks.check(e[0] <= BF16_TOL, "odd shapes, P=1: bf16 train_gpt2cu's one-element paths, first window",
+                         f"worst ||dg||/||g|| = {e[0]:.2e} in {e[1]} (tolerance {BF16_TOL:.1e})")
 
 rc, so, se = run([FP32] + COMMON + ["-x", "1", "-grad_bf16", "1"])
 lines = [l for l in se.strip().splitlines() if l]
