@@ -144,6 +144,16 @@ inline void upload(int* d, const std::vector<int>& h) {
     cudaCheck(cudaMemcpy(d, h.data(), h.size() * sizeof(int), cudaMemcpyHostToDevice));
 }
 inline floatX* to_device_bf16(const std::vector<float>& h) { floatX* d = dmalloc<floatX>(h.size()); upload(d, h); return d; }
+// A device copy of h (floatX) that starts `offset` elements into its allocation, so a case can hand a
+// kernel a pointer that is not 16-byte aligned (offset 1) and see its scalar path; free `base`.
+struct DevRow { floatX* base; floatX* p; };
+inline DevRow dev_at(const std::vector<float>& h, int offset) {
+    DevRow d;
+    d.base = dmalloc<floatX>(h.size() + 1);
+    d.p = d.base + offset;
+    upload(d.p, h);
+    return d;
+}
 inline float* to_device_f32(const std::vector<float>& h) { float* d = dmalloc<float>(h.size()); upload(d, h); return d; }
 inline int* to_device_int(const std::vector<int>& h) { int* d = dmalloc<int>(h.size()); upload(d, h); return d; }
 

@@ -115,16 +115,6 @@ static void row_stats(std::vector<float>& mean, std::vector<float>& rstd, const 
 // pointers a case starts one element into their allocation (not 16-byte aligned)
 enum { OFF_DINP = 1, OFF_DOUT = 2, OFF_INP = 4, OFF_W = 8 };
 
-// a device copy of h (floatX) that starts `offset` elements into its allocation; free `base`
-struct DevRow { floatX* base; floatX* p; };
-static DevRow dev_at(const std::vector<float>& h, int offset) {
-    DevRow d;
-    d.base = dmalloc<floatX>(h.size() + 1);
-    d.p = d.base + offset;
-    upload(d.p, h);
-    return d;
-}
-
 // the blocks-done counter (the scratch's first word) must be zero between calls
 static void check_counter_zero(const char* name, const float* d_scratch) {
     unsigned int counter = 1;

@@ -73,15 +73,6 @@ static LnRef layernorm_cpu(const std::vector<float>& x, const std::vector<float>
 // pointers a case starts one element into their allocation (not 16-byte aligned)
 enum { OFF_OUT = 1, OFF_INP = 2, OFF_W = 4, OFF_B = 8, OFF_INP2 = 16, OFF_RES = 32 };
 
-// a device copy of h that starts `offset` elements into its allocation; free `base`
-struct DevRow { floatX* base; floatX* p; };
-static DevRow dev_at(const std::vector<float>& h, int offset) {
-    DevRow d;
-    d.base = dmalloc<floatX>(h.size() + 1);
-    d.p = d.base + offset;
-    upload(d.p, h);
-    return d;
-}
 
 // the launcher must take the path the sizes and alignments call for
 static void check_path(const char* name, bool got, bool expected) {
