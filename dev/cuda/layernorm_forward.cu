@@ -73,7 +73,6 @@ static LnRef layernorm_cpu(const std::vector<float>& x, const std::vector<float>
 // pointers a case starts one element into their allocation (not 16-byte aligned)
 enum { OFF_OUT = 1, OFF_INP = 2, OFF_W = 4, OFF_B = 8, OFF_INP2 = 16, OFF_RES = 32 };
 
-
 // the launcher must take the path the sizes and alignments call for
 static void check_path(const char* name, bool got, bool expected) {
     if (got != expected) {
