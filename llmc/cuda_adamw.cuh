@@ -127,7 +127,7 @@ __device__ inline void adamw_chunk(float* master, floatX* params, float* m_state
 // and stores (every pointer 16-byte aligned); the last chunk, when count is not a multiple of VEC, is
 // done element by element by its thread. VEC = 1: the scalar path, one element per thread.
 template<int VEC, typename GradT>
-__global__ void adamw_kernel(float* master, floatX* params, float* m_state, float* v_state, const GradT* grads,
+__global__ void __launch_bounds__(1024) adamw_kernel(float* master, floatX* params, float* m_state, float* v_state, const GradT* grads,
                              size_t count, AdamWHyper h) {
     const size_t chunks = CEIL_DIV(count, (size_t)VEC);
     for (size_t c = (size_t)blockIdx.x * blockDim.x + threadIdx.x; c < chunks; c += (size_t)gridDim.x * blockDim.x) {

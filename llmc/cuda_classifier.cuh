@@ -23,6 +23,7 @@ Precondition: -1 <= targets[i] < V (a target >= V gives a NaN loss and a zero gr
 #ifndef LLMC_CUDA_CLASSIFIER_CUH
 #define LLMC_CUDA_CLASSIFIER_CUH
 
+#include <math.h>
 #include "cuda_common.cuh"
 
 // combine two (max, sum of exp(x - max)) pairs
@@ -38,7 +39,7 @@ __device__ inline void softmax_stats_combine(float& m, float& s, float m2, float
 // alignment). The row is read twice, once for the statistics and once for the gradient, and written
 // once. blockDim.x a multiple of 32, at most 1024.
 template<int VEC>
-static __global__ void fused_classifier_kernel(floatX* logits, float* losses, const int* targets, int V, int Vp) {
+static __global__ void __launch_bounds__(1024) fused_classifier_kernel(floatX* logits, float* losses, const int* targets, int V, int Vp) {
     __shared__ float shared_m[32];
     __shared__ float shared_s[32];
     const int row = blockIdx.x;
@@ -60,11 +61,12 @@ static __global__ void fused_classifier_kernel(floatX* logits, float* losses, co
     for (int c = first; c < V; c += step) {
         float v[VEC];
         load_as_floats<VEC>(v, x + c);
-        const int n = min(VEC, V - c);   // valid columns of this pack
-        float pack_max = v[0];
-        for (int k = 1; k < n; k++) { pack_max = fmaxf(pack_max, v[k]); }
+        // the trip counts are the constant VEC, so v[] stays in registers (a run-time bound would index
+        // it dynamically, i.e. in local memory); the columns >= V are skipped by a predicate
+        float pack_max = -INFINITY;
+        for (int k = 0; k < VEC; k++) { if (c + k < V) { pack_max = fmaxf(pack_max, v[k]); } }
         if (pack_max > m) { s *= expf(m - pack_max); m = pack_max; }   // rescale once per pack
-        for (int k = 0; k < n; k++) { s += expf(v[k] - m); }
+        for (int k = 0; k < VEC; k++) { if (c + k < V) { s += expf(v[k] - m); } }
     }
     // 2. combine across the warp (butterfly: every lane ends with the same values)...
     for (int offset = 16; offset > 0; offset >>= 1) {

@@ -278,6 +278,20 @@ __device__ inline void store128(T* address, Packed128<T> value) {
 
 inline bool is_aligned16(const void* p) { return ((uintptr_t)p % 16) == 0; }
 
+// W floats (4: one 128-bit load, p 16-byte aligned; or 1) read through L2 only (ld.global.cg): for
+// values another block wrote, and fenced, during this kernel, which a stale L1 line must not hide
+template<int W>
+__device__ inline void load_floats_cg(float (&out)[W], const float* p) {
+    static_assert(W == 1 || W == 4, "W is 1 or 4");
+    if constexpr (W == 4) {
+        CHECK_ALIGNED16(p, "load_floats_cg");
+        const float4 v = __ldcg(reinterpret_cast<const float4*>(p));
+        out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
+    } else {
+        out[0] = __ldcg(p);
+    }
+}
+
 // VEC consecutive values of type T (floatX or float) to or from floats, for a kernel body written once
 // for both of its paths (template<int VEC>): when VEC is a whole number of 128-bit packs of T, whole
 // packs (p 16-byte aligned, which the launcher checked); otherwise one element at a time (VEC == 1).

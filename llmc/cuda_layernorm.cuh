@@ -45,6 +45,12 @@ few times as possible:
 // block per SM on an A100 / H100.
 #define LN_BWD_MAX_BLOCKS 128
 
+// layernorm_backward's blocks have at most this many warps (the launch bound of its kernel): past 16
+// the accumulators' shared memory leaves no room anyway for C >= 384, and 512 threads leave the
+// compiler 128 registers a thread for the 48 values a lane keeps live over a row and the unrolled
+// loads of the final sum (at 1024 threads, 64 registers, it spills)
+#define LN_BWD_MAX_WARPS 16
+
 // layernorm_backward's scratch: a 16-byte header whose first word is the blocks-done counter, then
 // LN_BWD_MAX_BLOCKS partials of (dweight C, dbias C) floats. The memory plan sizes it with this.
 #define LN_BWD_HEADER_FLOATS 4
@@ -99,7 +105,7 @@ __device__ inline void layernorm_row(floatX* out, float* mean, float* rstd, cons
 // One warp per row. cache_rows: dynamic shared memory holds (blockDim.x / 32, C) floatX, one row per
 // warp; otherwise there is none and the row is read from global memory each pass.
 template<int VEC>
-__global__ void layernorm_forward_kernel(floatX* out, float* mean, float* rstd, const floatX* inp,
+__global__ void __launch_bounds__(1024) layernorm_forward_kernel(floatX* out, float* mean, float* rstd, const floatX* inp,
                                          const floatX* weight, const floatX* bias, int N, int C, bool cache_rows) {
     extern __shared__ __align__(16) floatX ln_row_cache[];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -124,7 +130,7 @@ __global__ void layernorm_forward_kernel(floatX* out, float* mean, float* rstd, 
 // residual may alias inp1 or inp2: each element is read and then written by the same lane, and no
 // other lane touches it, so the pointers are deliberately not __restrict__.
 template<int VEC>
-__global__ void fused_residual_layernorm_forward_kernel(floatX* residual, floatX* out, float* mean, float* rstd,
+__global__ void __launch_bounds__(1024) fused_residual_layernorm_forward_kernel(floatX* residual, floatX* out, float* mean, float* rstd,
                                                         const floatX* inp1, const floatX* inp2,
                                                         const floatX* weight, const floatX* bias, int N, int C,
                                                         bool cache_rows) {
@@ -202,7 +208,7 @@ __device__ inline void layernorm_backward_row(floatX* dinp, float* acc_w, float*
 // Otherwise (2*C floats exceed the budget) the block has one warp, which accumulates straight into
 // the block's partial in scratch.
 template<int VEC, typename GradT>
-__global__ void layernorm_backward_kernel(floatX* dinp, GradT* dweight, GradT* dbias, const floatX* dout,
+__global__ void __launch_bounds__(LN_BWD_MAX_WARPS * 32) layernorm_backward_kernel(floatX* dinp, GradT* dweight, GradT* dbias, const floatX* dout,
                                           const floatX* inp, const floatX* weight, const float* mean,
                                           const float* rstd, float* scratch, int N, int C, int rows_per_block,
                                           bool acc_in_smem) {
@@ -244,18 +250,25 @@ __global__ void layernorm_backward_kernel(floatX* dinp, GradT* dweight, GradT* d
     if (threadIdx.x == 0) { done_before = atomicAdd(blocks_done, 1u); }
     const bool last = __syncthreads_or(threadIdx.x == 0 && done_before == gridDim.x - 1);
     if (!last) { return; }
+    __threadfence();   // order this block's reads after the count that said every partial is written
 
-    // dweight[c] += sum_b partial_b[c], b in increasing order; volatile: read what other SMs wrote,
-    // never a stale cached copy
-    const volatile float* all = partials;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        float dw = 0.0f, db = 0.0f;
+    // dweight[c] += sum_b partial_b[c], dbias likewise, b in increasing order. A partial is 2C floats
+    // (dweight's C, then dbias's); thread t sums columns [W t, W t + W) of every partial, W = 4 (one
+    // 128-bit load; C is then a multiple of 4, so a group never straddles dweight and dbias) or 1.
+    // The loads go through L2 (ld.cg), where the other SMs' fenced writes are, never a stale L1 line;
+    // they do not depend on one another, so unrolling keeps several in flight while the sums stay in
+    // order. This single block reads gridDim.x * 2C floats: LN_BWD_MAX_BLOCKS bounds that work.
+    constexpr int W = (VEC % 4 == 0) ? 4 : 1;
+    for (int i = threadIdx.x * W; i < 2 * C; i += blockDim.x * W) {
+        float sum[W] = {};
+#pragma unroll 8
         for (int b = 0; b < (int)gridDim.x; b++) {
-            dw += all[(size_t)b * 2 * C + c];
-            db += all[(size_t)b * 2 * C + C + c];
+            float v[W];
+            load_floats_cg<W>(v, partials + (size_t)b * 2 * C + i);
+            for (int k = 0; k < W; k++) { sum[k] += v[k]; }
         }
-        dweight[c] = from_float<GradT>(to_float(dweight[c]) + dw);
-        dbias[c] = from_float<GradT>(to_float(dbias[c]) + db);
+        GradT* grad = (i < C) ? dweight + i : dbias + (i - C);
+        for (int k = 0; k < W; k++) { grad[k] = from_float<GradT>(to_float(grad[k]) + sum[k]); }
     }
     if (threadIdx.x == 0) { *blocks_done = 0; }   // ready for the next call
 }
@@ -323,7 +336,8 @@ inline void fused_residual_layernorm_forward(floatX* residual, floatX* out, floa
 
 // The backward's launch shape, a function of N, C and block_size only (never of the GPU), so the
 // summation order, and with it every bit of dweight / dbias, is the same on any GPU.
-//   warps: as many as block_size allows whose accumulators (2*C floats each) fit in LN_SMEM_BUDGET;
+//   warps: as many as block_size (and LN_BWD_MAX_WARPS) allows whose accumulators (2*C floats each)
+//          fit in LN_SMEM_BUDGET;
 //          one, accumulating in scratch (smem 0), if not even one fits (C > 6144)
 //   blocks: at most LN_BWD_MAX_BLOCKS, each with at least `warps` rows
 struct LayerNormBackwardShape { int warps, blocks, rows_per_block; size_t smem; };
@@ -331,7 +345,7 @@ inline LayerNormBackwardShape layernorm_backward_shape(int N, int C, int block_s
     const size_t acc_bytes = (size_t)2 * C * sizeof(float);
     const int fit = (int)(LN_SMEM_BUDGET / acc_bytes);
     LayerNormBackwardShape sh;
-    sh.warps = fit == 0 ? 1 : min(block_size / 32, fit);
+    sh.warps = fit == 0 ? 1 : min(min(block_size / 32, LN_BWD_MAX_WARPS), fit);
     sh.smem = fit == 0 ? 0 : sh.warps * acc_bytes;
     const int blocks = min(LN_BWD_MAX_BLOCKS, CEIL_DIV(N, sh.warps));
     sh.rows_per_block = CEIL_DIV(N, blocks);

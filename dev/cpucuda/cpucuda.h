@@ -166,6 +166,7 @@ inline float __logf(float x) { return logf(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
 template<typename T> inline T __ldg(const T* p) { return *p; }
+template<typename T> inline T __ldcg(const T* p) { return *p; }   // one memory: every load sees the latest store
 using std::min;
 using std::max;
 
