@@ -45,11 +45,12 @@ few times as possible:
 // block per SM on an A100 / H100.
 #define LN_BWD_MAX_BLOCKS 128
 
-// layernorm_backward's blocks have at most this many warps (the launch bound of its kernel): past 16
-// the accumulators' shared memory leaves no room anyway for C >= 384, and 512 threads leave the
-// compiler 128 registers a thread for the 48 values a lane keeps live over a row and the unrolled
-// loads of the final sum (at 1024 threads, 64 registers, it spills)
-#define LN_BWD_MAX_WARPS 16
+// Every kernel here runs at most this many warps a block (its launch bound): 512 threads leave the
+// compiler 128 registers a thread for the values a lane keeps live over a row (48 floats in the
+// backward's second pass) and for the unrolled loads of the backward's final sum; at 1024 threads, 64
+// registers, ptxas spills (sm_80 and sm_90, dev/test/test_cuda.py checks). Few rows fit more warps'
+// shared memory anyway: 16 cached rows of C = 1536 (forward), 16 warps' sums of C = 384 (backward).
+#define LN_MAX_WARPS 16
 
 // layernorm_backward's scratch: a 16-byte header whose first word is the blocks-done counter, then
 // LN_BWD_MAX_BLOCKS partials of (dweight C, dbias C) floats. The memory plan sizes it with this.
@@ -105,7 +106,7 @@ __device__ inline void layernorm_row(floatX* out, float* mean, float* rstd, cons
 // One warp per row. cache_rows: dynamic shared memory holds (blockDim.x / 32, C) floatX, one row per
 // warp; otherwise there is none and the row is read from global memory each pass.
 template<int VEC>
-__global__ void __launch_bounds__(1024) layernorm_forward_kernel(floatX* out, float* mean, float* rstd, const floatX* inp,
+__global__ void __launch_bounds__(LN_MAX_WARPS * 32) layernorm_forward_kernel(floatX* out, float* mean, float* rstd, const floatX* inp,
                                          const floatX* weight, const floatX* bias, int N, int C, bool cache_rows) {
     extern __shared__ __align__(16) floatX ln_row_cache[];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -130,7 +131,7 @@ __global__ void __launch_bounds__(1024) layernorm_forward_kernel(floatX* out, fl
 // residual may alias inp1 or inp2: each element is read and then written by the same lane, and no
 // other lane touches it, so the pointers are deliberately not __restrict__.
 template<int VEC>
-__global__ void __launch_bounds__(1024) fused_residual_layernorm_forward_kernel(floatX* residual, floatX* out, float* mean, float* rstd,
+__global__ void __launch_bounds__(LN_MAX_WARPS * 32) fused_residual_layernorm_forward_kernel(floatX* residual, floatX* out, float* mean, float* rstd,
                                                         const floatX* inp1, const floatX* inp2,
                                                         const floatX* weight, const floatX* bias, int N, int C,
                                                         bool cache_rows) {
@@ -208,7 +209,7 @@ __device__ inline void layernorm_backward_row(floatX* dinp, float* acc_w, float*
 // Otherwise (2*C floats exceed the budget) the block has one warp, which accumulates straight into
 // the block's partial in scratch.
 template<int VEC, typename GradT>
-__global__ void __launch_bounds__(LN_BWD_MAX_WARPS * 32) layernorm_backward_kernel(floatX* dinp, GradT* dweight, GradT* dbias, const floatX* dout,
+__global__ void __launch_bounds__(LN_MAX_WARPS * 32) layernorm_backward_kernel(floatX* dinp, GradT* dweight, GradT* dbias, const floatX* dout,
                                           const floatX* inp, const floatX* weight, const float* mean,
                                           const float* rstd, float* scratch, int N, int C, int rows_per_block,
                                           bool acc_in_smem) {
@@ -294,14 +295,15 @@ inline LayerNormForwardShape layernorm_forward_shape(int C, int block_size) {
     const size_t row_bytes = (size_t)C * sizeof(floatX);
     const int fit = (int)(LN_SMEM_BUDGET / row_bytes);
     LayerNormForwardShape sh;
-    sh.rows_per_block = fit == 0 ? block_size / 32 : min(block_size / 32, fit);
+    const int warps = min(block_size / 32, LN_MAX_WARPS);
+    sh.rows_per_block = fit == 0 ? warps : min(warps, fit);
     sh.smem = fit == 0 ? 0 : sh.rows_per_block * row_bytes;
     return sh;
 }
 
 // out (N,C) = layernorm(inp (N,C)) * weight (C) + bias (C), all floatX; N = B*T rows.
 // mean, rstd (N) fp32 are written for backward (either may be NULL, e.g. for inference).
-// block_size: multiple of 32, at most 1024 (an upper bound: fewer warps when C is large).
+// block_size: multiple of 32, at most 1024 (an upper bound: at most LN_MAX_WARPS warps, fewer when C is large).
 inline void layernorm_forward(floatX* out, float* mean, float* rstd, const floatX* inp, const floatX* weight,
                               const floatX* bias, int N, int C, cudaStream_t stream, int block_size = 256) {
     hostCheckBlockSize(block_size, "layernorm_forward");
@@ -336,7 +338,7 @@ inline void fused_residual_layernorm_forward(floatX* residual, floatX* out, floa
 
 // The backward's launch shape, a function of N, C and block_size only (never of the GPU), so the
 // summation order, and with it every bit of dweight / dbias, is the same on any GPU.
-//   warps: as many as block_size (and LN_BWD_MAX_WARPS) allows whose accumulators (2*C floats each)
+//   warps: as many as block_size (and LN_MAX_WARPS) allows whose accumulators (2*C floats each)
 //          fit in LN_SMEM_BUDGET;
 //          one, accumulating in scratch (smem 0), if not even one fits (C > 6144)
 //   blocks: at most LN_BWD_MAX_BLOCKS, each with at least `warps` rows
@@ -345,7 +347,7 @@ inline LayerNormBackwardShape layernorm_backward_shape(int N, int C, int block_s
     const size_t acc_bytes = (size_t)2 * C * sizeof(float);
     const int fit = (int)(LN_SMEM_BUDGET / acc_bytes);
     LayerNormBackwardShape sh;
-    sh.warps = fit == 0 ? 1 : min(min(block_size / 32, LN_BWD_MAX_WARPS), fit);
+    sh.warps = fit == 0 ? 1 : min(min(block_size / 32, LN_MAX_WARPS), fit);
     sh.smem = fit == 0 ? 0 : sh.warps * acc_bytes;
     const int blocks = min(LN_BWD_MAX_BLOCKS, CEIL_DIV(N, sh.warps));
     sh.rows_per_block = CEIL_DIV(N, blocks);
