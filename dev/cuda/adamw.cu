@@ -140,6 +140,20 @@ static AdamBuffers<GradT> adam_buffers(size_t n, const int shift[5], bool with_m
 template<typename GradT>
 static void free_buffers(AdamBuffers<GradT>* b) { for (void* p : b->alloc) { cudaCheck(cudaFree(p)); } }
 
+// one step's random state: master weights, their bf16 copy, moments and gradients (of GradT's precision)
+struct AdamInputs { std::vector<float> master, params, m0, v0, grads; };
+template<typename GradT>
+static AdamInputs adam_inputs(Rng* rng, size_t n) {
+    AdamInputs in;
+    in.master = rand_f32(n, -1.0f, 1.0f, rng);
+    in.params.resize(n);
+    for (size_t i = 0; i < n; i++) { in.params[i] = bf16_round(in.master[i]); }
+    in.m0 = rand_f32(n, -0.01f, 0.01f, rng);
+    in.v0 = rand_f32(n, 0.0f, 1e-4f, rng);
+    in.grads = as_precision<GradT>(rand_f32(n, -0.1f, 0.1f, rng));
+    return in;
+}
+
 // The 128-bit path (every buffer aligned) against the scalar path (the same data with some buffers
 // shifted by one element): the same bits in params, master, m and v.
 template<typename GradT>
@@ -147,12 +161,8 @@ static void check_paths(Rng* rng, size_t n, bool with_master, size_t index0) {
     const float lr = 3e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, gs = 0.25f;
     const float bc1 = 1.0f - powf(b1, 2.0f), bc2 = 1.0f - powf(b2, 2.0f);
     const unsigned int seed = 0xC0FFEEu;
-    std::vector<float> master = rand_f32(n, -1.0f, 1.0f, rng);
-    std::vector<float> params(n);
-    for (size_t i = 0; i < n; i++) { params[i] = bf16_round(master[i]); }
-    std::vector<float> m0 = rand_f32(n, -0.01f, 0.01f, rng);
-    std::vector<float> v0 = rand_f32(n, 0.0f, 1e-4f, rng);
-    std::vector<float> grads = as_precision<GradT>(rand_f32(n, -0.1f, 0.1f, rng));
+    const AdamInputs in = adam_inputs<GradT>(rng, n);
+    const std::vector<float>&master = in.master, &params = in.params, &m0 = in.m0, &v0 = in.v0, &grads = in.grads;
     const int aligned[5] = {0, 0, 0, 0, 0};
     const int all_shifted[5] = {1, 1, 1, 1, 1};
     const int params_shifted[5] = {0, 1, 0, 0, 0};   // bf16: its 16-byte packs no longer line up
@@ -199,12 +209,8 @@ static void run_case(const char* label, Rng* rng, size_t n) {
     const float lr = 1e-2f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, gs = 0.5f;
     const int t = 3;
     const float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
-    std::vector<float> master = rand_f32(n, -1.0f, 1.0f, rng);
-    std::vector<float> params(n);
-    for (size_t i = 0; i < n; i++) { params[i] = bf16_round(master[i]); }
-    std::vector<float> m0 = rand_f32(n, -0.01f, 0.01f, rng);
-    std::vector<float> v0 = rand_f32(n, 0.0f, 1e-4f, rng);
-    std::vector<float> grads = as_precision<GradT>(rand_f32(n, -0.1f, 0.1f, rng));
+    const AdamInputs in = adam_inputs<GradT>(rng, n);
+    const std::vector<float>&master = in.master, &params = in.params, &m0 = in.m0, &v0 = in.v0, &grads = in.grads;
     AdamRef ref = adamw_cpu(master, m0, v0, grads, lr, b1, b2, eps, wd, gs, bc1, bc2);
 
     float *d_master = to_device_f32(master), *d_m = to_device_f32(m0), *d_v = to_device_f32(v0);
