@@ -46,6 +46,7 @@ typedef struct {
     int overwrite;              // 1: a fresh run may delete another run's checkpoints in out_dir
     int seed;
     const char* dump_grads;
+    const char* log_file;       // the key:value log; "" for DIR/main.log with -o, none without
 } TrainOptions;
 
 typedef enum { ARG_INT, ARG_LONG, ARG_FLOAT, ARG_STRING } ArgKind;
@@ -121,10 +122,11 @@ static const ArgSpec TRAIN_ARGS[] = {
     ARG("-y", ARG_INT, resume, "0", BOOL01, "1: resume from the latest checkpoint in -o"),
     ARG("-seed", ARG_INT, seed, "1337", ANY_INT, "seed for initialization, sampling and -shuffle"),
     ARG("-dump_grads", ARG_STRING, dump_grads, "", NO_RANGE, "write each window's normalized gradient here (tests)"),
+    ARG("-log", ARG_STRING, log_file, "", NO_RANGE, "write the key:value log (main.log's lines) to this file instead; \"\" for -o's main.log"),
 };
 #undef ARG
 #define NUM_TRAIN_ARGS ((int)(sizeof(TRAIN_ARGS) / sizeof(TRAIN_ARGS[0])))
-#define MAX_PATH_CHARS 900      // -o, -dump_grads and shard paths: file names are appended within fixed buffers
+#define MAX_PATH_CHARS 900      // -o, -dump_grads, -log and shard paths: file names are appended within fixed buffers
 
 // "0 or 1", "an integer >= 1", "-1 or an integer >= 1", "a number in [0, 1)", ...
 static void arg_range_text(const ArgSpec* s, char* out, size_t n) {
@@ -239,6 +241,8 @@ static int parse_args(TrainOptions* o, int argc, char** argv, char* err, size_t 
         return fail_with(err, n, "flag -o: path of %zu characters, expected at most %d", strlen(o->out_dir), MAX_PATH_CHARS);
     if (strlen(o->dump_grads) > MAX_PATH_CHARS)
         return fail_with(err, n, "flag -dump_grads: path of %zu characters, expected at most %d", strlen(o->dump_grads), MAX_PATH_CHARS);
+    if (strlen(o->log_file) > MAX_PATH_CHARS)
+        return fail_with(err, n, "flag -log: path of %zu characters, expected at most %d", strlen(o->log_file), MAX_PATH_CHARS);
     if (strcmp(o->attn, "auto") != 0 && strcmp(o->attn, "flash") != 0 && strcmp(o->attn, "ref") != 0)
         return fail_with(err, n, "flag -attn expects auto, flash or ref, got '%s'", o->attn);
     int ways = (o->total_batch != -1) + (o->K != -1) + (o->k_schedule[0] != '\0');

@@ -452,9 +452,13 @@ typedef struct {
 
 static void log_open(TrainLog* log, const TrainOptions* o, int master) {
     memset(log, 0, sizeof(*log));
-    if (!o->out_dir[0] || !master) return;
-    snprintf(log->path, sizeof(log->path), "%s/main.log", o->out_dir);  // -o is at most MAX_PATH_CHARS
-    log->f = fopenCheck(log->path, o->resume ? "a" : "w");
+    if (!master) return;
+    if (o->log_file[0]) snprintf(log->path, sizeof(log->path), "%s", o->log_file);  // -log: at most MAX_PATH_CHARS
+    else if (o->out_dir[0]) snprintf(log->path, sizeof(log->path), "%s/main.log", o->out_dir);  // -o: the same
+    else return;
+    log->f = fopen(log->path, o->resume ? "a" : "w");
+    if (log->f == NULL)
+        die("%s: cannot open '%s' for writing: %s", o->log_file[0] ? "flag -log" : "flag -o", log->path, strerror(errno));
 }
 
 // One line, "s:<step> key:value ..." (doc/formats.md; dev/plot_log.py reads it).
@@ -681,9 +685,11 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
         }
         printf("%s\n", r.skipped ? " | skipped (N = 0)" : "");
         fflush(stdout);
-        if (!r.skipped)
-            log_line(&log, "s:%d trl:%.6f tok:%.0f lr:%.6e norm:%.6f ms:%.1f\n", step, r.loss,
-                     tokens_seen, lr, r.grad_norm, ms);
+        if (r.skipped)
+            log_line(&log, "s:%d skip:1 valid:0 k:%d tok:%.0f lr:%.6e ms:%.1f\n", step, K, tokens_seen, lr, ms);
+        else
+            log_line(&log, "s:%d trl:%.6f valid:%.0f k:%d tok:%.0f lr:%.6e norm:%.6f ms:%.1f\n", step, r.loss,
+                     r.num_valid, K, tokens_seen, lr, r.grad_norm, ms);
     }
     if (master && max_steps > start) {
         char title[64];

@@ -2,10 +2,23 @@
 
 Every test program prints one line per check: "PASS name: detail", "FAIL name: detail" or
 "SKIP name: reason", and exits 1 if any check failed. dev/test/run_tests.py adds them up.
+
+A test program is a Suite of cases, each a function registered by name with @suite.case, so that any
+one of them runs alone:
+
+    python3 dev/test/test_mpi.py --list
+    python3 dev/test/test_mpi.py --only grid_P2 resume      (names or prefixes of names)
+    python3 dev/test/run_tests.py --only mpi:grid_P2         (the same through the runner)
+
+What several cases need (a reference run, a model file) is a @fixture: computed on first use, once.
 """
+import argparse
+import functools
 import os
 import subprocess
 import sys
+import time
+import traceback
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(REPO, "build", "test")
@@ -35,6 +48,100 @@ class Checks:
         sys.exit(1 if self.failed else 0)
 
 
+class Skip(Exception):
+    """Raised by a case (or a fixture) that cannot run on this machine: one SKIP line, not a pass."""
+
+
+class Suite(Checks):
+    """A test program's cases, run in the order they are defined, or only those named on the command line.
+
+    A case is a function of no argument that reports through suite.check() (any number of lines) or
+    returns a detail string for one PASS line named after it; an exception is one FAIL line with the
+    place it was raised, Skip one SKIP line. A case that failed prints the command that reruns it alone."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.script = os.path.relpath(os.path.abspath(path), REPO)
+        self.name = suite_name(path)
+        self.cases = []
+
+    def case(self, fn):
+        self.cases.append(fn)
+        return fn
+
+    def select(self, only):
+        """The cases named by `only` (exact names or prefixes), in definition order; exits 2 on a name
+        that matches none."""
+        if not only:
+            return list(self.cases)
+        names = [c.__name__ for c in self.cases]
+        for want in only:
+            if not any(n == want or n.startswith(want) for n in names):
+                sys.exit(f"error: {self.script}: --only {want}: no such case (--list lists them)")
+        return [c for c in self.cases if any(c.__name__ == w or c.__name__.startswith(w) for w in only)]
+
+    def run_case(self, fn):
+        name, failed_before, t0 = fn.__name__, self.failed, time.time()
+        try:
+            detail = fn()
+            if self.failed == failed_before and detail is not None:
+                self.check(True, name, detail)
+        except Skip as e:
+            self.skip(name, str(e))
+        except Exception as e:  # AssertionError included: a case may assert
+            where = next((f for f in reversed(traceback.extract_tb(e.__traceback__))
+                          if f.filename.startswith(os.path.dirname(os.path.abspath(__file__)))), None)
+            at = f" ({os.path.basename(where.filename)} line {where.lineno})" if where else ""
+            self.check(False, name, f"{type(e).__name__}: {e}{at}")
+        if self.failed != failed_before:
+            print(f"     rerun alone: {rerun_command(self.name, name)}", flush=True)
+        print(f"     [{self.name}:{name}: {time.time() - t0:.0f} s]", flush=True)
+
+    def main(self, argv=None):
+        ap = argparse.ArgumentParser(prog=self.script, description=(sys.modules["__main__"].__doc__ or "").split("\n")[0])
+        ap.add_argument("--list", action="store_true", help="print the names of the cases and exit")
+        ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these cases (names or prefixes of names)")
+        a = ap.parse_args(argv)
+        if a.list:
+            for c in self.cases:
+                doc = (c.__doc__ or "").strip().split("\n")[0]
+                print(f"{c.__name__}" + (f"  {doc}" if doc else ""))
+            return
+        os.makedirs(BUILD, exist_ok=True)
+        for fn in self.select(a.only):
+            self.run_case(fn)
+        self.exit()
+
+
+def suite_name(path):
+    """test_mpi.py -> mpi: the name run_tests.py knows the suite by."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return stem[len("test_"):] if stem.startswith("test_") else stem
+
+
+def rerun_command(suite, case):
+    return f"python3 dev/test/run_tests.py --only {suite}:{case}"
+
+
+def fixture(fn):
+    """What several cases share (a run, a file): computed once, on first use. A failure is remembered
+    and raised again in every case that needs it, so each such case fails saying why, without
+    repeating the work."""
+    outcome = {}
+
+    @functools.wraps(fn)
+    def get():
+        if "value" not in outcome and "error" not in outcome:
+            try:
+                outcome["value"] = fn()
+            except Exception as e:
+                outcome["error"] = e
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+    return get
+
+
 def run(cmd, env=None, timeout=600, cwd=REPO):
     """Runs cmd (a list), returns (exit code, stdout, stderr). A timeout counts as exit code 124."""
     full_env = dict(os.environ)
@@ -53,12 +160,31 @@ def tail(text, lines=6):
 
 
 def step_losses(stdout):
-    """The loss of every 'step i/n | loss x' line, in order."""
+    """The loss of every 'step i/n | loss x' line, in order. (Old: read the log instead, logged(path, "trl").)"""
     out = []
     for line in stdout.splitlines():
         if line.startswith("step ") and "| loss " in line:
             out.append(float(line.split("| loss ")[1].split()[0]))
     return out
+
+
+def read_log(path):
+    """The trainer's key:value log (-log FILE, or -o's main.log; doc/formats.md) as a list of dicts, one
+    per line, numbers as floats ('s' as an int). A missing file is an empty log."""
+    if not os.path.exists(path):
+        return []
+    out = []
+    for line in open(path, encoding="utf-8"):
+        fields = dict(f.split(":", 1) for f in line.split() if ":" in f)
+        if "s" in fields:
+            out.append({k: (int(v) if k == "s" else float(v)) for k, v in fields.items()})
+    return out
+
+
+def logged(path, key):
+    """The values of `key` in the log's lines that have it, in order: logged(p, "trl") is the loss of
+    every window trained, logged(p, "valid") its count of valid targets, "tel" the validation losses."""
+    return [line[key] for line in read_log(path) if key in line]
 
 
 def ensure_tinyshakespeare():
