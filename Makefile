@@ -4,6 +4,7 @@
 #   make train_gpt2cu test_gpt2cu    GPU (compiles without a GPU; needs nvcc)
 #   make train_gpt2fp32cu test_gpt2fp32cu   GPU, fp32 build (-DENABLE_FP32: parameters and activations float)
 #   make test                        everything, ending with "N passed, N failed, N skipped"
+#   make check                       the five-minute subset (dev/test/run_tests.py --check)
 
 CC ?= gcc
 CFLAGS ?= -O3 -march=native
@@ -134,9 +135,14 @@ tinyshakespeare:
 test: train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu train_gpt2fp32cu cpucuda cpucuda-fp32 cpucuda-asan cpucuda-ucontext
 	$(PYTHON) dev/test/run_tests.py
 
+# The inner loop: the subset of make test in dev/test/run_tests.py's CHECK, about five minutes once built;
+# it needs neither nvcc's builds nor the AddressSanitizer and fp32 emulations. make test stays the suite.
+check: train_gpt2 test_gpt2 cpucuda
+	$(PYTHON) dev/test/run_tests.py --check
+
 clean:
 	rm -f train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu train_gpt2fp32cu test_gpt2fp32cu
 	rm -rf build/test build/cpu.flags build/cuda.flags build/cpucuda build/cpucuda.flags
 
 FORCE:
-.PHONY: test clean check_nvcc tinyshakespeare FORCE
+.PHONY: test check clean check_nvcc tinyshakespeare FORCE

@@ -34,14 +34,17 @@ class Checks:
 
     def __init__(self):
         self.failed = 0
+        self.reported = 0   # check and skip lines so far
 
     def check(self, ok, name, detail=""):
-        print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
+        self.reported += 1
+        print(f"{'PASS' if ok else 'FAIL'} {name}" + (f": {detail}" if detail != "" else ""), flush=True)
         if not ok:
             self.failed += 1
         return ok
 
     def skip(self, name, reason):
+        self.reported += 1
         print(f"SKIP {name}: {reason}", flush=True)
 
     def exit(self):
@@ -55,9 +58,10 @@ class Skip(Exception):
 class Suite(Checks):
     """A test program's cases, run in the order they are defined, or only those named on the command line.
 
-    A case is a function of no argument that reports through suite.check() (any number of lines) or
-    returns a detail string for one PASS line named after it; an exception is one FAIL line with the
-    place it was raised, Skip one SKIP line. A case that failed prints the command that reruns it alone."""
+    A case is a function of no argument that reports through suite.check() (any number of lines), or
+    reports nothing and returns: then one PASS line named after it, with the string it returned as the
+    detail. An exception is one FAIL line with the place it was raised, Skip one SKIP line. A case that
+    failed prints the command that reruns it alone."""
 
     def __init__(self, path):
         super().__init__()
@@ -77,15 +81,16 @@ class Suite(Checks):
         names = [c.__name__ for c in self.cases]
         for want in only:
             if not any(n == want or n.startswith(want) for n in names):
-                sys.exit(f"error: {self.script}: --only {want}: no such case (--list lists them)")
+                print(f"error: {self.script}: --only {want}: no such case (--list lists them)", file=sys.stderr)
+                sys.exit(2)
         return [c for c in self.cases if any(c.__name__ == w or c.__name__.startswith(w) for w in only)]
 
     def run_case(self, fn):
-        name, failed_before, t0 = fn.__name__, self.failed, time.time()
+        name, failed_before, reported_before, t0 = fn.__name__, self.failed, self.reported, time.time()
         try:
             detail = fn()
-            if self.failed == failed_before and detail is not None:
-                self.check(True, name, detail)
+            if self.reported == reported_before:
+                self.check(True, name, detail if detail is not None else "ok")
         except Skip as e:
             self.skip(name, str(e))
         except Exception as e:  # AssertionError included: a case may assert
@@ -200,6 +205,21 @@ def ensure_tinyshakespeare():
         if rc != 0:
             raise RuntimeError(f"dev/data/tinyshakespeare.py failed: {tail(se)}")
     return out
+
+
+def ensure_tiny_debug_state(fresh=True):
+    """(model, debug state) under build/test: the oracle's tiny model (seed 1337) and a debug state of a
+    masked K=3 window from tinyshakespeare (test_gpt2.c and test_gpt2.cu check against it). fresh=False
+    keeps files already there (from this run of make test's reference suite)."""
+    model, debug = os.path.join(BUILD, "model_tiny.bin"), os.path.join(BUILD, "debug_tiny.bin")
+    if fresh or not (os.path.exists(model) and os.path.exists(debug)):
+        ts = ensure_tinyshakespeare()
+        rc, so, se = run([PYTHON, "train_gpt2.py", "--model", "tiny", "--seed", "1337", "--B", "4", "--T", "32", "--K", "3",
+                          "--input_bin", os.path.join(ts, "tiny_shakespeare_train.bin"),
+                          "--write_checkpoint", model, "--write_debug_state", debug])
+        if rc != 0:
+            raise RuntimeError(f"the oracle could not write the debug state: {tail(se or so, 2)}")
+    return model, debug
 
 
 def ensure_synthetic():

@@ -14,13 +14,10 @@ import random
 import shutil
 import sys
 import tarfile
-import tempfile
-import time
-import traceback
 
 import numpy as np
 
-from harness import PYTHON, REPO, SHARED, Checks, tail  # noqa: E402  (dev/test/harness.py)
+from harness import BUILD, PYTHON, REPO, SHARED, Skip, Suite, tail  # noqa: E402  (dev/test/harness.py)
 import harness  # noqa: E402
 
 DATA = os.path.join(REPO, "dev", "data")
@@ -34,16 +31,8 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and os.path.isdir(CACHE):
     os.environ["TIKTOKEN_CACHE_DIR"] = CACHE
 
 
-class Skip(Exception):
-    pass
-
-
-CHECKS = []
-
-
-def check(fn):
-    CHECKS.append(fn)
-    return fn
+suite = Suite(__file__)
+check = suite.case   # each check below is one case, named after its function
 
 
 _enc = None
@@ -104,10 +93,14 @@ def shard_files(out_dir, prefix, split):
     return sorted(os.path.join(out_dir, f) for f in os.listdir(out_dir) if f.startswith(f"{prefix}_{split}_"))
 
 
-TMP = tempfile.mkdtemp(prefix="test_data_")
+TMP = os.path.join(BUILD, "data")   # outputs stay there for a look after a failure; the next run starts afresh
+_tmp_cleared = []
 
 
 def tmp(*parts):
+    if not _tmp_cleared:
+        shutil.rmtree(TMP, ignore_errors=True)
+        _tmp_cleared.append(True)
     path = os.path.join(TMP, *parts)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     return path
@@ -448,26 +441,5 @@ def fineweb_without_datasets_says_what_to_install():
     return stderr.strip()
 
 
-def main():
-    t0 = time.time()
-    checks = Checks()
-    for fn in CHECKS:
-        try:
-            checks.check(True, fn.__name__, fn() or "ok")
-        except Skip as e:
-            checks.skip(fn.__name__, str(e))
-        except AssertionError as e:
-            checks.check(False, fn.__name__, str(e))
-        except Exception as e:
-            tb = traceback.extract_tb(e.__traceback__)[-1]
-            checks.check(False, fn.__name__, f"{type(e).__name__}: {e} (test_data.py line {tb.lineno})")
-    print(f"test_data.py: {len(CHECKS)} checks in {time.time() - t0:.1f} s")
-    if checks.failed:
-        print(f"test_data.py: outputs kept in {TMP}")
-    else:
-        shutil.rmtree(TMP)
-    checks.exit()
-
-
 if __name__ == "__main__":
-    main()
+    suite.main()

@@ -15,7 +15,6 @@ of ~1e-6 in the mean loss; 1e-5 leaves a margin and still catches any misplaced 
 the loss by >1e-2 with these random weights).
 """
 import os
-import re
 import shutil
 import sys
 
@@ -24,21 +23,30 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "data"))
 import formats  # noqa: E402
-from harness import BUILD, MPI_ENV, PYTHON, SHARED, Checks, run, tail  # noqa: E402
+from harness import BUILD, MPI_ENV, PYTHON, SHARED, Suite, fixture, read_log, run, tail  # noqa: E402
 
-checks = Checks()
+suite = Suite(__file__)
+checks = suite
 try:
     import transformers
     from transformers import GPT2Config, GPT2LMHeadModel
 except ImportError:
-    checks.check(False, "transformers", "not installed: run scripts/install_deps.sh")
-    checks.exit()
+    transformers = None
 
-work = os.path.join(BUILD, "hf")
-shutil.rmtree(work, ignore_errors=True)
-os.makedirs(work)
 T, ROWS = 64, 8
 LOSS_TOL = 1e-5
+WORK = os.path.join(BUILD, "hf")
+
+
+@fixture
+def work_dir():
+    """A fresh build/test/hf (transformers checked first: every case needs it)."""
+    if transformers is None:
+        raise RuntimeError("transformers is not installed: run scripts/install_deps.sh")
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    print(f"     transformers {transformers.__version__}, torch {torch.__version__}", flush=True)
+    return WORK
 
 
 def random_hf_model(out_dir, seed, **overrides):
@@ -67,10 +75,14 @@ def hf_mean_loss(model, x, y):
                                                  ignore_index=-1, reduction="mean").item()
 
 
-def val_loss(stdout):
-    """The last 'val loss x' the trainer printed."""
-    found = re.findall(r"^val loss ([0-9.]+)", stdout, re.M)
-    return float(found[-1]) if found else float("nan")
+def val_loss(log):
+    """The last validation loss in the trainer's log (-log FILE or -o's main.log)."""
+    found = [line["tel"] for line in read_log(log) if "tel" in line]
+    return found[-1] if found else float("nan")
+
+
+def log_path(name):
+    return os.path.join(work_dir(), name + ".log")
 
 
 def one_line_error(name, cmd, path_word):
@@ -82,31 +94,48 @@ def one_line_error(name, cmd, path_word):
 
 # ---------------------------------------------------------------------------------------------
 # Validation rows: 8 packed rows of random tokens (rows j: tokens[jT : jT+T+1]).
-rng = np.random.default_rng(3)
-val_tokens = rng.integers(0, 50257, size=ROWS * T + 1)
-val_bin = os.path.join(work, "val.bin")
-formats.write_shard(val_bin, val_tokens)
-val_x = np.stack([val_tokens[j * T:j * T + T] for j in range(ROWS)])
-val_y = np.stack([val_tokens[j * T + 1:j * T + T + 1] for j in range(ROWS)])
-EVAL = ["-i", val_bin, "-j", val_bin, "-b", "4", "-t", str(T), "-m", str(ROWS), "-s", "0"]
+@fixture
+def val_rows():
+    """(shard, x, y, the trainer's flags to evaluate on it)."""
+    rng = np.random.default_rng(3)
+    val_tokens = rng.integers(0, 50257, size=ROWS * T + 1)
+    val_bin = os.path.join(work_dir(), "val.bin")
+    formats.write_shard(val_bin, val_tokens)
+    val_x = np.stack([val_tokens[j * T:j * T + T] for j in range(ROWS)])
+    val_y = np.stack([val_tokens[j * T + 1:j * T + T + 1] for j in range(ROWS)])
+    return val_bin, val_x, val_y, ["-i", val_bin, "-j", val_bin, "-b", "4", "-t", str(T), "-m", str(ROWS), "-s", "0"]
 
 
-def test_import():
-    src = os.path.join(work, "hf_random")
+@fixture
+def imported():
+    """(Hugging Face directory, the checkpoint import_hf.py made of it, the transformers model)."""
+    src = os.path.join(work_dir(), "hf_random")
     model = random_hf_model(src, seed=11)
-    ckpt = os.path.join(work, "imported.bin")
+    ckpt = os.path.join(work_dir(), "imported.bin")
     rc, so, se = run([PYTHON, "dev/import_hf.py", src, ckpt])
-    if not checks.check(rc == 0, "import_hf.py on a random tiny GPT-2", tail(se + so, 2)):
-        return None
-    rc, so, se = run(["./train_gpt2", "-e", ckpt, "-x", "0", "-v", "1"] + EVAL)
-    ours, ref = val_loss(so), hf_mean_loss(model, val_x, val_y)
+    if rc != 0:
+        raise RuntimeError(f"import_hf.py on a random tiny GPT-2 failed: {tail(se + so, 2)}")
+    return src, ckpt, model
+
+
+@suite.case
+def import_val_loss():
+    """import_hf.py, then train_gpt2's validation loss of the import = transformers' loss."""
+    src, ckpt, model = imported()
+    checks.check(True, "import_hf.py on a random tiny GPT-2", ckpt)
+    val_bin, val_x, val_y, EVAL = val_rows()
+    log = log_path("import")
+    rc, so, se = run(["./train_gpt2", "-e", ckpt, "-x", "0", "-v", "1", "-log", log] + EVAL)
+    ours, ref = val_loss(log), hf_mean_loss(model, val_x, val_y)
     checks.check(rc == 0 and abs(ours - ref) <= LOSS_TOL, "imported model: train_gpt2 val loss = transformers' loss",
                  f"train_gpt2 {ours:.7f}, transformers {ref:.7f}, |diff| {abs(ours - ref):.2e} (tol {LOSS_TOL:g})")
-    return src, ckpt
 
 
-def test_cache_name(src, ckpt):
+@suite.case
+def cache_name():
     """A model 'in the cache' by name: a hub-cache layout (refs/main -> snapshots/<hash>) built here."""
+    src, ckpt, _ = imported()
+    work = work_dir()
     cache = os.path.join(work, "hub")
     snap = os.path.join(cache, "models--gpt2", "snapshots", "0123456789abcdef")
     os.makedirs(snap)
@@ -122,7 +151,11 @@ def test_cache_name(src, ckpt):
     one_line_error("import_hf.py: a name not in the cache", [PYTHON, "dev/import_hf.py", "gpt2-xl", out], "gpt2-xl")
 
 
-def test_export(ckpt):
+@suite.case
+def export():
+    """Train 3 steps, export_hf.py: transformers' loss = the trainer's; import(export(x)) bit-identical."""
+    _, ckpt, _ = imported()
+    work, (_, val_x, val_y, EVAL) = work_dir(), val_rows()
     out = os.path.join(work, "run")
     rc, so_train, se = run(["./train_gpt2", "-e", ckpt, "-x", "3", "-v", "3", "-l", "1e-3", "-c", "0.1", "-o", out, "-n", "3"] + EVAL)
     if not checks.check(rc == 0, "train 3 steps from the imported model", tail(se, 2)):
@@ -134,7 +167,7 @@ def test_export(ckpt):
         return
     # The trainer printed its validation loss at the last step, with the weights it then saved.
     model = GPT2LMHeadModel.from_pretrained(hf_dir)
-    ours, ref = val_loss(so_train), hf_mean_loss(model, val_x, val_y)
+    ours, ref = val_loss(os.path.join(out, "main.log")), hf_mean_loss(model, val_x, val_y)
     checks.check(abs(ours - ref) <= LOSS_TOL, "exported model: transformers' loss = train_gpt2's val loss after 3 steps",
                  f"train_gpt2 {ours:.7f}, transformers {ref:.7f}, |diff| {abs(ours - ref):.2e} (tol {LOSS_TOL:g})")
     back = os.path.join(work, "roundtrip.bin")
@@ -156,7 +189,11 @@ def test_export(ckpt):
         checks.check(False, "exported tokenizer files load in GPT2Tokenizer", repr(e))
 
 
-def test_bf16_roundtrip(src):
+@suite.case
+def bf16_roundtrip():
+    """import --dtype bfloat16, export, import: the same bytes; train_gpt2 loads it."""
+    src, _, _ = imported()
+    work, EVAL = work_dir(), val_rows()[3]
     x5 = os.path.join(work, "imported_bf16.bin")
     rc, so, se = run([PYTHON, "dev/import_hf.py", src, x5, "--dtype", "bfloat16"])
     hf_dir = os.path.join(work, "exported_bf16")
@@ -166,11 +203,14 @@ def test_bf16_roundtrip(src):
     same = rc == rc2 == rc3 == 0 and open(back, "rb").read() == open(x5, "rb").read()
     checks.check(same and formats.read_model_version(x5) == formats.MODEL_VERSION_BF16,
                  "import(export(x)) is bit-identical (bf16, version 5)", tail(se + se2 + se3, 2))
-    rc, so, se = run(["./train_gpt2", "-e", x5, "-x", "0", "-v", "1"] + EVAL)
-    checks.check(rc == 0 and np.isfinite(val_loss(so)), "train_gpt2 loads the bf16 import", f"val loss {val_loss(so)} {tail(se, 1)}")
+    log = log_path("bf16")
+    rc, so, se = run(["./train_gpt2", "-e", x5, "-x", "0", "-v", "1", "-log", log] + EVAL)
+    checks.check(rc == 0 and np.isfinite(val_loss(log)), "train_gpt2 loads the bf16 import", f"val loss {val_loss(log)} {tail(se, 1)}")
 
 
-def test_bad_models(src, ckpt):
+@suite.case
+def bad_models():
+    """Models and checkpoints import_hf.py and export_hf.py refuse, with one line naming the file."""
     import json
     from safetensors.torch import load_file, save_file
 
@@ -190,6 +230,8 @@ def test_bad_models(src, ckpt):
             save_file(tensors, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
         return d
 
+    src, ckpt, _ = imported()
+    work = work_dir()
     out = os.path.join(work, "bad.bin")
     one_line_error("import_hf.py: ReLU activation", [PYTHON, "dev/import_hf.py", variant("relu", {"activation_function": "relu"}), out], "relu")
     one_line_error("import_hf.py: untied head", [PYTHON, "dev/import_hf.py", variant("untied", {"tie_word_embeddings": False}), out], "untied")
@@ -270,22 +312,36 @@ def transformers_hellaswag_counts(model, jsonl):
     return n, acc, acc_norm
 
 
-def trainer_hellaswag_counts(stdout):
-    """(examples, acc, acc_norm) from the last 'hellaswag: acc_norm a/n = ... | acc b/n = ...' line."""
-    found = re.findall(r"^hellaswag: acc_norm (\d+)/(\d+) = [0-9.]+ \| acc (\d+)/(\d+)", stdout, re.M)
+def trainer_hellaswag_counts(log):
+    """(examples, acc, acc_norm) from the log's last 's:<s> eval:<acc_norm> acc:<acc> n:<examples>' line
+    (fractions with 6 decimals: exact counts for n < 10^5)."""
+    found = [line for line in read_log(log) if "eval" in line]
     if not found:
         return None
-    a_norm, n, a, _ = (int(v) for v in found[-1])
-    return n, a, a_norm
+    n = int(found[-1]["n"])
+    return n, round(found[-1]["acc"] * n), round(found[-1]["eval"] * n)
 
 
-def test_hellaswag(ckpt):
+@fixture
+def hellaswag_file():
+    """(the JSONL of 24 examples, the eval file dev/data/hellaswag.py made of it)."""
+    work = work_dir()
     jsonl = os.path.join(work, "hs.jsonl")
     hellaswag_jsonl(jsonl, 24, seed=5)
     hs = os.path.join(work, "hs.bin")
     rc, so, se = run([PYTHON, "dev/data/hellaswag.py", "--input", jsonl, "--out", hs])
-    if not checks.check(rc == 0, "dev/data/hellaswag.py writes the eval file", tail(so + se, 1)):
-        return
+    if rc != 0:
+        raise RuntimeError(f"dev/data/hellaswag.py failed: {tail(so + se, 1)}")
+    return jsonl, hs
+
+
+@suite.case
+def hellaswag():
+    """HellaSwag counts at P = 1, 2, 4 and two B = what transformers scores."""
+    _, ckpt, _ = imported()
+    work, val_bin = work_dir(), val_rows()[0]
+    jsonl, hs = hellaswag_file()
+    checks.check(True, "dev/data/hellaswag.py writes the eval file", hs)
     model = GPT2LMHeadModel.from_pretrained(os.path.join(work, "hf_random"))
     ref = transformers_hellaswag_counts(model, jsonl)
     common = ["-e", ckpt, "-i", val_bin, "-j", "", "-t", str(T), "-x", "0", "-s", "0", "-h", "1", "-h_file", hs]
@@ -295,18 +351,23 @@ def test_hellaswag(ckpt):
     else:
         checks.skip("HellaSwag under mpirun", "mpirun not found")
     for P, B in runs:
-        cmd = ["./train_gpt2"] + common + ["-b", B]
+        log = log_path(f"hellaswag_P{P}_B{B}")
+        cmd = ["./train_gpt2"] + common + ["-b", B, "-log", log]
         if P > 1:
             rc, so, se = run(["mpirun", "-np", str(P), "--oversubscribe"] + cmd, env=dict(MPI_ENV, OMP_NUM_THREADS="1"))
         else:
             rc, so, se = run(cmd)
-        got = trainer_hellaswag_counts(so)
+        got = trainer_hellaswag_counts(log)
         checks.check(rc == 0 and got == ref, f"HellaSwag counts at P={P} B={B} = transformers'",
                      f"(examples, acc, acc_norm) train_gpt2 {got}, transformers {ref} {tail(se, 1) if rc else ''}")
-    return hs
 
 
-def test_hellaswag_bad_files(ckpt, hs):
+@suite.case
+def hellaswag_bad_files():
+    """-h 1 with a broken eval file: one line naming it."""
+    _, ckpt, _ = imported()
+    work, val_bin = work_dir(), val_rows()[0]
+    hs = hellaswag_file()[1]
     with open(hs, "rb") as f:
         data = bytearray(f.read())
     def bad(name, blob, word):
@@ -329,7 +390,9 @@ def test_hellaswag_bad_files(ckpt, hs):
         bad("hs_empty.bin", f.read(), "an ending with no tokens")
 
 
-def test_help_and_h_flag():
+@suite.case
+def help_and_h_flag():
+    """-h alone and --help print the help; -h 2 is refused."""
     rc, so, se = run(["./train_gpt2", "-h"])
     rc2, so2, se2 = run(["./train_gpt2", "--help"])
     checks.check(rc == 0 and rc2 == 0 and "usage:" in so and "usage:" in so2 and "-h_file" in so,
@@ -349,7 +412,14 @@ def log_fields(path):
     return out
 
 
-def test_log_and_plot(ckpt, hs):
+@suite.case
+def log_and_plot():
+    """main.log's keys and times; dev/plot_log.py draws two runs, refuses an empty log."""
+    _, ckpt, _ = imported()
+    work, EVAL = work_dir(), val_rows()[3]
+    hs = hellaswag_file()[1]
+    if not os.path.exists(os.path.join(work, "run", "main.log")):
+        export()   # the second run to overlay: the export case's (run again when this case runs alone)
     # A run with HellaSwag and validation every 2 steps, B=4 rows of T=64: 256 tokens per step.
     run_dir = os.path.join(work, "plot_run")
     rc, so, se = run(["./train_gpt2", "-e", ckpt, "-x", "4", "-v", "2", "-l", "1e-3", "-o", run_dir, "-h", "1", "-h_file", hs] + EVAL)
@@ -376,31 +446,15 @@ def test_log_and_plot(ckpt, hs):
     one_line_error("plot_log.py: a directory without main.log", [PYTHON, "dev/plot_log.py", work, "-o", png], "main.log")
 
 
-def test_default_validation(ckpt):
+@suite.case
+def default_validation():
     """Own training data, no -j: no validation (the default pattern is tinyshakespeare's), said at start-up."""
+    _, ckpt, _ = imported()
+    val_bin = val_rows()[0]
     rc, so, se = run(["./train_gpt2", "-e", ckpt, "-i", val_bin, "-b", "4", "-t", str(T), "-x", "1", "-s", "0"])
     checks.check(rc == 0 and "validation: off" in so and "val loss" not in so,
                  "own data without -j trains with validation off and says so", tail(se or so, 1))
 
 
-def main():
-    print(f"transformers {transformers.__version__}, torch {torch.__version__}", flush=True)
-    got = test_import()
-    if got is None:
-        checks.exit()
-    src, ckpt = got
-    test_cache_name(src, ckpt)
-    test_export(ckpt)
-    test_bf16_roundtrip(src)
-    test_bad_models(src, ckpt)
-    test_help_and_h_flag()
-    hs = test_hellaswag(ckpt)
-    if hs:
-        test_hellaswag_bad_files(ckpt, hs)
-        test_log_and_plot(ckpt, hs)
-    test_default_validation(ckpt)
-    checks.exit()
-
-
 if __name__ == "__main__":
-    main()
+    suite.main()

@@ -2,15 +2,15 @@
 """Self-checks of the PyTorch oracle train_gpt2.py against doc/formats.md.
 
 Prints `PASS name` / `FAIL name: reason` per check and exits non-zero on any failure.
-Runs in well under a minute on 2 CPU cores:  /usr/bin/python3 dev/test/test_oracle.py
+Runs in well under a minute on 2 CPU cores:  /usr/bin/python3 dev/test/test_oracle.py [--list] [--only CASE]
 """
 import contextlib
 import io
 import math
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -22,17 +22,49 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "dev", "data"))
 import formats  # noqa: E402
 import train_gpt2 as tg  # noqa: E402
+from harness import BUILD, Suite, fixture  # noqa: E402  (dev/test/harness.py)
 
 SCRIPT = os.path.join(REPO, "train_gpt2.py")
 SHAKESPEARE = os.path.join(REPO, "..", "shared", "data", "tinyshakespeare", "input.txt")
 EOT = formats.EOT_TOKEN
-failures = []
+suite = Suite(__file__)
 
 
 def check(name, ok, reason=""):
-    print(f"PASS {name}" if ok else f"FAIL {name}: {reason}", flush=True)
-    if not ok:
-        failures.append(name)
+    return suite.check(ok, name, "" if ok else reason)
+
+
+@fixture
+def work():
+    """A fresh directory for this run's files."""
+    d = os.path.join(BUILD, "oracle")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    return d
+
+
+@fixture
+def shards():
+    return make_shards(work())
+
+
+@fixture
+def debug_state_files():
+    """The oracle's debug-state command, run once: (rc, stdout, stderr, seconds, checkpoint, debug state, tokenizer)."""
+    B, T, K = 4, 32, 3
+    ck, ds, tok = (os.path.join(work(), n) for n in ("model.bin", "debug.bin", "tok.bin"))
+    rc, out, err, secs = run(["--model", "tiny", "--seed", "1337", "--B", str(B), "--T", str(T), "--K", str(K),
+                              "--write_checkpoint", ck, "--write_debug_state", ds, "--write_tokenizer", tok])
+    return rc, out, err, secs, ck, ds, tok
+
+
+@fixture
+def checkpoint():
+    """The tiny model the debug-state command wrote; the cases that train from it fail without it."""
+    rc, out, err, _, ck, _, _ = debug_state_files()
+    if rc:
+        raise RuntimeError(f"the oracle's debug-state command failed (rc {rc}): {err.strip()[-300:]}")
+    return ck
 
 
 def run(args):
@@ -85,8 +117,10 @@ def make_shards(d):
     return packed, masked
 
 
-def test_loader(d):
+@suite.case
+def loader():
     """Packed and padded rows, masks, several shards and wrap-around, against hand-built rows."""
+    d = work()
     T = 4
     a = np.array([EOT, 1, 2, 3, 4, 5, 6, 7, 8, 9])          # 9 // 4 = 2 packed rows
     b = np.array([EOT, 11, 12, EOT, 13, 14, 15, 16, 17, EOT])  # 2 examples (padded), 2 packed rows
@@ -110,11 +144,11 @@ def test_loader(d):
           f"{P.num_rows} {x.tolist()} {y.tolist()}")
 
 
-def test_debug_state(d, packed):
+@suite.case
+def debug_state():
+    """The checkpoint, the debug state (its window, gradients, trajectory) and the tokenizer file."""
     B, T, K, S = 4, 32, 3, 5
-    ck, ds, tok = (os.path.join(d, n) for n in ("model.bin", "debug.bin", "tok.bin"))
-    rc, out, err, secs = run(["--model", "tiny", "--seed", "1337", "--B", str(B), "--T", str(T), "--K", str(K),
-                              "--write_checkpoint", ck, "--write_debug_state", ds, "--write_tokenizer", tok])
+    rc, out, err, secs, ck, ds, tok = debug_state_files()
     check("debug-state command runs, no training", rc == 0 and "summary:" not in out,
           f"rc {rc}: {err.strip()[-300:]}")
     if rc:
@@ -215,10 +249,12 @@ def test_debug_state(d, packed):
         pos += 1 + n
     check("tokenizer file", hdr[:4].tolist() == [20240328, 2, 50257, EOT] and len(toks) == 50257
           and toks[EOT] == b"<|endoftext|>" and toks[31373] == b"hello" and toks[995] == b" world")
-    return ck
 
 
-def test_training(d, ck, packed, masked):
+@suite.case
+def training():
+    """Training: the dumps, split-invariant gradients, validation, the padded masked window, naive_mean."""
+    d, ck, (packed, masked) = work(), checkpoint(), shards()
     g1, l1 = os.path.join(d, "g1.bin"), os.path.join(d, "l1.txt")
     _, P = formats.read_model(ck)
     P = P.size
@@ -273,8 +309,10 @@ def test_training(d, ck, packed, masked):
     check("naive_mean gives a different gradient", max_rel(naive, want) > 1e-3, f"{max_rel(naive, want)}")
 
 
-def test_debug_from_data(d, masked):
+@suite.case
+def debug_from_data():
     """A debug state whose window comes from a shard keeps the data's rows and adds masking on top."""
+    d, (_, masked) = work(), shards()
     ds = os.path.join(d, "debug_data.bin")
     oracle(["--model", "tiny", "--B", "2", "--T", "32", "--K", "3", "--debug_steps", "1",
             "--input_bin", masked, "--pad", "1", "--write_debug_state", ds])
@@ -287,14 +325,17 @@ def test_debug_from_data(d, masked):
     check("debug state from data: each micro-step has a valid target", counts.min() > 0, str(counts))
 
 
-def test_misc(d, packed):
+@suite.case
+def misc():
+    """The lr schedule, a bf16 checkpoint's widening, one-line errors."""
+    d, (packed, _), ck = work(), shards(), checkpoint()
     lr = [tg.lr_at(s, 1.0, 10, 110, 0.1) for s in (0, 9, 10, 60, 109)]
     want = [0.1, 1.0, 1.0, 0.1 + 0.9 * 0.5, 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 99 / 100))]
     check("lr schedule", np.allclose(lr, want), f"{lr} vs {want}")
     check("constant lr", tg.lr_at(50, 3e-4, 0, 100, 1.0) == 3e-4)
 
     # a bf16 (version 5) checkpoint loads as the bf16 values widened to fp32
-    cfg, params = formats.read_model(os.path.join(d, "model.bin"))
+    cfg, params = formats.read_model(ck)
     bf = (params.view(np.uint32) >> 16).astype(np.uint16)
     p5 = os.path.join(d, "model5.bin")
     hdr = np.zeros(256, dtype=np.int32)
@@ -321,20 +362,6 @@ def test_misc(d, packed):
     one_line_error("error: T above max_seq_len", ["--model", "tiny", "--T", "65"])
 
 
-def main():
-    torch.manual_seed(0)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as d:
-        packed, masked = make_shards(d)
-        test_loader(d)
-        ck = test_debug_state(d, packed)
-        if ck:
-            test_training(d, ck, packed, masked)
-            test_debug_from_data(d, masked)
-            test_misc(d, packed)
-    print(f"{len(failures)} failure(s), {time.perf_counter() - t0:.1f} s")
-    sys.exit(1 if failures else 0)
-
-
 if __name__ == "__main__":
-    main()
+    torch.manual_seed(0)
+    suite.main()
