@@ -10,7 +10,7 @@ CXX ?= g++
 CPUCUDA_OUT = build/cpucuda
 CPUCUDA_DIR = dev/cpucuda
 CPUCUDA_HARNESSES = $(basename $(notdir $(wildcard dev/cuda/*.cu)))
-CPUCUDA_SRCS = $(addprefix $(CPUCUDA_OUT)/src/,$(wildcard llmc/*.h llmc/*.cuh dev/cuda/*.h dev/cuda/*.cu) train_gpt2.cu test_gpt2.cu)
+CPUCUDA_SRCS = $(addprefix $(CPUCUDA_OUT)/src/,$(wildcard llmc/*.h llmc/*.cuh dev/cuda/*.h dev/cuda/*.cu dev/test/*.h) train_gpt2.cu test_gpt2.cu)
 CPUCUDA_INC = -I$(CUDA_HOME)/include $(if $(NCCL_HOME),-I$(NCCL_HOME)/include)
 # no -march=native: FMA contraction would then depend on the machine, and results with it
 CPUCUDA_BASE = -std=c++17 -fopenmp -Wall -Wno-unused-function -Wno-unused-parameter -Wno-unused-variable \
