@@ -43,7 +43,9 @@ TEST_HEADERS = $(wildcard dev/test/*.h)
 # Build configuration stamps: a binary depends on the exact command that builds it, so installing MPI
 # (or NCCL, or changing CFLAGS/GPU_ARCH) after a build rebuilds it instead of leaving a stale binary.
 # The stamp is rewritten only when its text changes; make then sees it newer than the binary.
-write_stamp = @mkdir -p build; printf '%s\n' '$(subst ','\'',$(2))' > $(1).tmp; \
+# '+' runs it under make -n as well: a dry run would otherwise take every stamp for rewritten and list
+# every binary as out of date (it writes the stamp only if the configuration did change).
+write_stamp = +@mkdir -p build; printf '%s\n' '$(subst ','\'',$(2))' > $(1).tmp; \
   if cmp -s $(1).tmp $(1); then rm -f $(1).tmp; else mv -f $(1).tmp $(1); fi
 
 build/cpu.flags: FORCE
