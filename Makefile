@@ -39,11 +39,14 @@ else
 endif
 
 HEADERS = $(wildcard llmc/*.h)
+TEST_HEADERS = $(wildcard dev/test/*.h)
 
 # Build configuration stamps: a binary depends on the exact command that builds it, so installing MPI
 # (or NCCL, or changing CFLAGS/GPU_ARCH) after a build rebuilds it instead of leaving a stale binary.
 # The stamp is rewritten only when its text changes; make then sees it newer than the binary.
-write_stamp = @mkdir -p build; printf '%s\n' '$(subst ','\'',$(2))' > $(1).tmp; \
+# '+' runs it under make -n as well: a dry run would otherwise take every stamp for rewritten and list
+# every binary as out of date (it writes the stamp only if the configuration did change).
+write_stamp = +@mkdir -p build; printf '%s\n' '$(subst ','\'',$(2))' > $(1).tmp; \
   if cmp -s $(1).tmp $(1); then rm -f $(1).tmp; else mv -f $(1).tmp $(1); fi
 
 build/cpu.flags: FORCE
@@ -52,7 +55,7 @@ build/cpu.flags: FORCE
 train_gpt2: train_gpt2.c $(HEADERS) build/cpu.flags
 	$(CPU_CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-test_gpt2: test_gpt2.c train_gpt2.c $(HEADERS) build/cpu.flags
+test_gpt2: test_gpt2.c train_gpt2.c $(HEADERS) $(TEST_HEADERS) build/cpu.flags
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # ---------------------------------------------------------------------------------------------
@@ -113,14 +116,14 @@ build/cuda.flags: FORCE
 train_gpt2cu: train_gpt2.cu $(CUDA_HEADERS) build/cuda.flags | check_nvcc
 	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS) $(NVCC_MPI)
 
-test_gpt2cu: test_gpt2.cu train_gpt2.cu $(CUDA_HEADERS) build/cuda.flags | check_nvcc
+test_gpt2cu: test_gpt2.cu train_gpt2.cu $(CUDA_HEADERS) $(TEST_HEADERS) build/cuda.flags | check_nvcc
 	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS) $(NVCC_MPI)
 
 # The fp32 build: floatX = float (llmc/cuda_common.cuh), fp32 cuBLASLt operands, no bf16 anywhere. A
 # debugging aid: its gradients match train_gpt2's to fp32 precision (dev/test/test_cuda_fp32.py).
 train_gpt2fp32cu: train_gpt2.cu $(CUDA_HEADERS) build/cuda.flags | check_nvcc
 	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ $< $(NVCC_LIBS) $(NVCC_MPI)
-test_gpt2fp32cu: test_gpt2.cu train_gpt2.cu $(CUDA_HEADERS) build/cuda.flags | check_nvcc
+test_gpt2fp32cu: test_gpt2.cu train_gpt2.cu $(CUDA_HEADERS) $(TEST_HEADERS) build/cuda.flags | check_nvcc
 	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ $< $(NVCC_LIBS) $(NVCC_MPI)
 
 # ---------------------------------------------------------------------------------------------

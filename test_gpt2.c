@@ -17,20 +17,29 @@ extra additions gives ||dg||/||g|| <= 1e-5, the bound the project promises.
 */
 #define TESTING
 #include "train_gpt2.c"
-#include "llmc/debug_state.h"
+#include "dev/test/debug_state.h"
 
-// The window's gradient G/N computed by this program, K micro-steps of model->B rows.
-static double window_gradient(GPT2* model, const int* x, const int* y, int K, float* out) {
+// The window's gradient G/N as train_window computes it: K micro-steps of model->B rows from the debug
+// state's window, read back from the normalized gradient it dumps (-dump_grads). lr = 0 leaves the
+// parameters as they were (AdamW's step is lr times its direction); the optimizer state it moves is
+// reset before the trajectory. Returns N.
+static double window_gradient(GPT2* model, const DebugState* d, int K, float* out) {
+    const char* path = "test_gpt2_window_grads.bin";
+    remove(path);   // the dump writes in place, it does not truncate
+    Comm comm;
+    comm_init_single(&comm);
     Trainable tr = gpt2_trainable(model);
-    size_t BT = (size_t)model->B * model->T;
-    tr.zero_grads(&tr);
-    double N = 0.0;
-    for (int k = 0; k < K; k++) {
-        N += (double)count_valid_targets(y + k * BT, BT);
-        tr.forward_backward(&tr, x + k * BT, y + k * BT);
-    }
-    for (size_t i = 0; i < model->num_params; i++) out[i] = (float)(model->grads_memory[i] / N);
-    return N;
+    DataLoader dl;
+    dataloader_open_memory(&dl, d->x, d->y, (size_t)K * model->B, model->B, model->T, 0, 1);
+    WindowOptions wo = { 1, 0, d->beta1, d->beta2, d->eps, d->weight_decay, d->grad_clip, path };
+    WindowResult r = train_window(&tr, &dl, &comm, &wo, K, 0.0f, 0);
+    dataloader_free(&dl);
+    if (r.skipped || r.nonfinite) die("the debug window gave no gradient (N = %.0f, loss %f)", r.num_valid, r.loss);
+    FILE* f = fopenCheck(path, "rb");
+    freadCheck(out, sizeof(float), model->num_params, f, path);
+    fcloseCheck(f, path);
+    remove(path);
+    return r.num_valid;
 }
 
 // The common biased recipe: each micro-step's mean loss, averaged over the K micro-steps.
@@ -93,17 +102,17 @@ int main(int argc, char** argv) {
 
     // 2. The window: K micro-steps of B rows whose valid counts differ.
     float* g_window = (float*)mallocCheck(n * sizeof(float));
-    double N = window_gradient(&model, d.x, d.y, d.K, g_window);
+    double N = window_gradient(&model, &d, d.K, g_window);
     printf("     window of K=%d micro-steps, valid targets per micro-step:", d.K);
     for (int k = 0; k < d.K; k++) printf(" %ld", count_valid_targets(d.y + k * BT, BT));
     printf(" (N = %.0f)\n", N);
     compare_tensors(&tally, "window grad vs PyTorch", g_window, d.window_grads, &c, 1e-4);
 
-    // 3. K micro-steps of B rows == one micro-step of K*B rows, in this program.
+    // 3. K micro-steps of B rows == one micro-step of K*B rows, both windows through train_window.
     GPT2 big;
     gpt2_build(&big, &c, init, d.K * d.B, d.T, 1, 1, 0);
     float* g_big = (float*)mallocCheck(n * sizeof(float));
-    window_gradient(&big, d.x, d.y, 1, g_big);
+    window_gradient(&big, &d, 1, g_big);
     double worst = compare_tensors(&tally, "K x B vs 1 x KB", g_window, g_big, &c, 1e-5);
     // ... while the naive mean of per-micro-step means is biased whenever the counts differ.
     float* g_naive = (float*)mallocCheck(n * sizeof(float));

@@ -59,7 +59,7 @@ These bounds have not yet been checked on a GPU: the printed errors show how muc
 */
 #define TESTING
 #include "train_gpt2.cu"
-#include "llmc/debug_state.h"
+#include "dev/test/debug_state.h"
 
 #ifdef ENABLE_FP32
 // The fp32 build (floatX = float): no bf16 rounding anywhere, only fp32 sums in other orders than

@@ -1,12 +1,14 @@
-// debug_state.h: reading train_gpt2.py's debug state (doc/formats.md), and the PASS/FAIL lines
-// of the tests that compare against it (test_gpt2.c, test_gpt2.cu).
-#ifndef LLMC_DEBUG_STATE_H
-#define LLMC_DEBUG_STATE_H
+// dev/test/debug_state.h: reading train_gpt2.py's debug state (doc/formats.md), and the PASS/FAIL
+// lines of the tests that compare against it (test_gpt2.c, test_gpt2.cu). Only the tests use it, so it
+// lives with them, not in llmc/ (the trainers' headers); the paths below are relative to this file so
+// that the copy the CPU emulation compiles (build/cpucuda/src/dev/test/) finds its llmc/ copies too.
+#ifndef DEV_TEST_DEBUG_STATE_H
+#define DEV_TEST_DEBUG_STATE_H
 
 #include <stdarg.h>
-#include "utils.h"
-#include "format.h"
-#include "gpt2.h"
+#include "../../llmc/utils.h"
+#include "../../llmc/format.h"
+#include "../../llmc/gpt2.h"
 
 typedef struct { int passed, failed; } Tally;
 
@@ -91,4 +93,4 @@ static double compare_tensors(Tally* tally, const char* what, const float* got, 
     return worst;
 }
 
-#endif // LLMC_DEBUG_STATE_H
+#endif // DEV_TEST_DEBUG_STATE_H
