@@ -151,7 +151,7 @@ def communication_line(r):
 @suite.case
 def initial_model():
     """train_gpt2.py writes the initial model (tiny, seed 5) that every run starts from."""
-    return f"{setup()['num_params']} parameters"
+    suite.check(True, "initial model from train_gpt2.py", f"{setup()['num_params']} parameters")
 
 
 @suite.case
