@@ -340,6 +340,7 @@ def flags():
 @suite.case
 def overflow():
     """Sizes from flags and headers that overflow int, 64 bits, or this machine's memory."""
+    inputs()
     for name, args, needle in [
         ("-d 137438953472 (K past int)", BASE + ["-d", "137438953472"], "-d"),
         ("-d 9223372036854775807", BASE + ["-d", "9223372036854775807"], "-d"),
