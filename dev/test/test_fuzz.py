@@ -12,34 +12,49 @@ directory, ranks that disagree, numbers that turn NaN) and checks the promise it
 every case under a timeout (a hang fails). The expected messages are the words of the promise (the
 flag, the file, "non-finite"), not text copied from the code. The last line counts cases by category.
 """
+import atexit
 import collections
 import glob
+import itertools
 import os
 import shutil
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "data"))
 import formats  # noqa: E402
-from harness import BUILD, MPI_ENV, REPO, Checks, ensure_tinyshakespeare, run, step_losses, tail  # noqa: E402
+from harness import BUILD, MPI_ENV, REPO, Skip, Suite, ensure_tinyshakespeare, fixture, logged, run, tail  # noqa: E402
 
-checks = Checks()
+suite = Suite(__file__)
 counts = collections.Counter()
-t_start = time.time()
-work = os.path.join(BUILD, "fuzz")
-shutil.rmtree(work, ignore_errors=True)
-os.makedirs(work)
-ts = ensure_tinyshakespeare()
-tokens, _ = formats.read_shard(os.path.join(ts, "tiny_shakespeare_val.bin"))
-tok_file = os.path.join(ts, "gpt2_tokenizer.bin")
+WORK = os.path.join(BUILD, "fuzz")
 ENV1 = {"OMP_NUM_THREADS": "1"}
-HAS_MPI = shutil.which("mpirun") is not None
+LOG_IDS = itertools.count()
 
 
 def path(name):
-    return os.path.join(work, name)
+    return os.path.join(WORK, name)
+
+
+# Paths only: the files are written by the inputs() fixture, so that the flag cases can be listed here.
+TRAIN, TRAIN_HALF, VAL = path("train.bin"), path("train_half.bin"), path("val.bin")
+BASE = ["-e", "tiny", "-i", TRAIN, "-j", VAL, "-t", "16", "-b", "2", "-x", "2", "-v", "0", "-s", "0", "-m", "4"]
+RUN = ["-e", "tiny", "-i", TRAIN, "-j", "", "-t", "16", "-b", "2", "-v", "0", "-s", "0"]
+
+
+@fixture
+def inputs():
+    """A fresh work directory, tinyshakespeare's validation tokens and shards cut from them:
+    dict(tokens, tok_file)."""
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    ts = ensure_tinyshakespeare()
+    tokens, _ = formats.read_shard(os.path.join(ts, "tiny_shakespeare_val.bin"))
+    formats.write_shard(TRAIN, np.asarray(tokens[:40 * 16 + 1], dtype=np.uint16))          # 40 rows of T=16
+    formats.write_shard(TRAIN_HALF, np.asarray(tokens[:20 * 16 + 1], dtype=np.uint16))
+    formats.write_shard(VAL, np.asarray(tokens[2000:2000 + 12 * 16 + 1], dtype=np.uint16))  # 12 rows of T=16
+    return dict(tokens=tokens, tok_file=os.path.join(ts, "gpt2_tokenizer.bin"))
 
 
 def shard(name, toks, mask=None):
@@ -61,12 +76,6 @@ def header(*values):
     return h.tobytes()
 
 
-train = shard("train.bin", tokens[:40 * 16 + 1])        # 40 rows of T=16
-train_half = shard("train_half.bin", tokens[:20 * 16 + 1])
-val = shard("val.bin", tokens[2000:2000 + 12 * 16 + 1])   # 12 rows of T=16
-BASE = ["-e", "tiny", "-i", train, "-j", val, "-t", "16", "-b", "2", "-x", "2", "-v", "0", "-s", "0", "-m", "4"]
-
-
 def error_lines(stderr):
     return [l for l in stderr.splitlines() if l.strip() and "warning:" not in l]
 
@@ -85,6 +94,7 @@ def snapshot(directory):
 
 def expect_error(category, name, args, needle, binary="./train_gpt2", out_dir=None, mpi_cmd=None, timeout=60):
     """A bad input: one line naming `needle`, exit 1, nothing written to out_dir (its files unchanged)."""
+    inputs()
     before = snapshot(out_dir) if out_dir else None
     if mpi_cmd is not None:
         rc, so, se = run(mpi_cmd, env=dict(MPI_ENV, **ENV1), timeout=timeout)
@@ -94,26 +104,29 @@ def expect_error(category, name, args, needle, binary="./train_gpt2", out_dir=No
         rc, so, se = run([binary] + args, env=ENV1, timeout=timeout)
         errs = error_lines(se)
         ok = rc == 1 and len(errs) == 1 and errs[0].startswith("error:") and needle in errs[0]
+    # What a user reads: a NaN printed as a loss would be a bad input not caught.
     ok = ok and not crashed(se) and "loss nan" not in so and "loss inf" not in so
     written = ""
     if out_dir is not None and snapshot(out_dir) != before:
         ok, written = False, f"; {out_dir} changed"
     counts[category] += 1
     shown = errs[:2] if errs else tail(se + so, 3)
-    checks.check(ok, f"{category}: {name}", f"exit {rc}{' (timed out)' if rc == 124 else ''}: {shown}{written}")
+    suite.check(ok, f"{category}: {name}", f"exit {rc}{' (timed out)' if rc == 124 else ''}: {shown}{written}")
     return so, se
 
 
 def expect_training(category, name, args, steps, extra_check=None, binary="./train_gpt2", timeout=120):
-    """A valid edge input: exit 0, `steps` finite losses."""
-    rc, so, se = run([binary] + args, env=ENV1, timeout=timeout)
-    losses = step_losses(so)
+    """A valid edge input: exit 0, `steps` finite losses in the log."""
+    inputs()
+    log = path(f"training_{next(LOG_IDS)}.log")
+    rc, so, se = run([binary] + args + ["-log", log], env=ENV1, timeout=timeout)
+    losses = logged(log, "trl")
     ok = rc == 0 and len(losses) == steps and all(np.isfinite(losses)) and not crashed(se)
     detail = f"exit {rc}, {len(losses)} finite losses" if rc == 0 else tail(se, 2)
     if ok and extra_check is not None:
         ok, detail = extra_check(so, se)
     counts[category] += 1
-    checks.check(ok, f"{category}: {name}", detail)
+    suite.check(ok, f"{category}: {name}", detail)
     return so, se
 
 
@@ -122,7 +135,12 @@ def mpirun2(args_rank0, args_rank1, binary="./train_gpt2"):
     return ["mpirun", "--oversubscribe", "-np", "1", binary] + args_rank0 + [":", "-np", "1", binary] + args_rank1
 
 
-# --- flags: every flag's range, malformed values, combinations ------------------------------------
+def pick(cases, names):
+    """The cases (tuples led by their name) whose name is in names, and the others."""
+    return [c for c in cases if c[0] in names], [c for c in cases if c[0] not in names]
+
+
+# --- flags: every flag's range, malformed values, combinations ------------------------------------------
 BAD_VALUES = {
     "-b": ["0", "-1", "x", "2147483648", "1.5", ""], "-t": ["0", "-3", "abc"], "-d": ["0", "-2", "1e3"],
     "-k": ["0", "-2", "2147483648"], "-x": ["-2", "x", "99999999999"], "-l": ["-1e-3", "nan", "inf", "1e40", "abc"],
@@ -156,201 +174,285 @@ FLAG_CASES += [
 for value in ["0:0", "1:4", "0:4,0:2", "0:4,x", "0:", ":4", "0:-1", "0:2,-5:1", "0:4,,8:2"]:
     FLAG_CASES.append((f"-k_schedule {value!r}", BASE + ["-k_schedule", value], "-k_schedule"))
 NEEDS_NO_O = ("-n without -o", "-y 1 without -o")
-for name, args, needle in FLAG_CASES:  # each with an output directory that must stay unwritten
+QUICK_FLAGS = ("unknown flag", "flag without a value", "-b '0'", "-l 'nan'")
+
+
+def expect_flag_error(name, args, needle):
+    """Each with an output directory that must stay unwritten."""
     has_o = "-o" in args or name in NEEDS_NO_O
     expect_error("flags", name, args if has_o else ["-o", path("flag_out")] + args, needle, out_dir=path("flag_out"))
 
-# --- overflow: sizes from flags and headers -----------------------------------------------------------
-OVERFLOW = [
-    ("-d 137438953472 (K past int)", BASE + ["-d", "137438953472"], "-d"),
-    ("-d 9223372036854775807", BASE + ["-d", "9223372036854775807"], "-d"),
-    ("-k_schedule 0:99999999999", BASE + ["-k_schedule", "0:99999999999"], "-k_schedule"),
-    ("-k_schedule start 99999999999", BASE + ["-k_schedule", "0:2,99999999999:1"], "-k_schedule"),
-    ("-k_schedule 0:99999999999999999999 (past 64 bits)", BASE + ["-k_schedule", "0:99999999999999999999"], "-k_schedule"),
-    ("-d 99999999999999999999 (past 64 bits)", BASE + ["-d", "99999999999999999999"], "flag -d"),
-]
-for name, args, needle in OVERFLOW:
-    expect_error("overflow", name, args, needle)
-# Checkpoint headers whose sizes multiply past 2^63 bytes (some wrap to a small number).
-for name, cfg in [("L*4*C*C", (64, 50257, 1 << 30, 1, 1 << 20, 50304)), ("Vp*C", (64, 50257, 1, 1, 1 << 30, 1 << 30)),
-                  ("maxT*C", (1 << 30, 50257, 1, 1, 1 << 30, 50304)),
-                  ("wrapping to 0 mod 2^64", (1, 1, 1 << 24, 1, 1 << 20, 1))]:
-    p = raw(f"overflow_{len(counts)}.bin", header(formats.MODEL_MAGIC, 3, *cfg) + b"\0" * 4096)
-    expect_error("overflow", f"checkpoint header: {name}", BASE + ["-e", p], p)
-expect_error("overflow", "-b 1000000 -t 64: activations past this machine's memory", BASE + ["-b", "1000000", "-t", "64"], "-b 1000000")
-p = raw("shard_count_huge.bin", header(formats.DATA_MAGIC, 1, 2**31 - 1) + b"\0" * 64)
-expect_error("overflow", "shard header: 2^31-1 tokens in a small file", BASE + ["-i", p], p)
 
-# --- shards: broken files, bad token ids and mask bytes, found when the shard is opened ---------------
-good = open(train, "rb").read()
-n_tok = (len(good) - 1024) // 2
-late = np.array(tokens[:40 * 16 + 1], dtype=np.uint16)
-late[-1] = 50257                                           # the very last token: the last row's target
-mask2 = np.ones(len(late), dtype=np.uint8)
-mask2[-3] = 2
-SHARDS = [
-    ("wrong magic", raw("s_magic.bin", header(123, 1, 10) + b"\0" * 20), "magic"),
-    ("version 0", raw("s_v0.bin", header(formats.DATA_MAGIC, 0, n_tok) + good[1024:]), "version"),
-    ("version 3", raw("s_v3.bin", header(formats.DATA_MAGIC, 3, n_tok) + good[1024:]), "version"),
-    ("truncated body", raw("s_trunc.bin", good[:-10]), "s_trunc.bin"),
-    ("trailing bytes", raw("s_trail.bin", good + b"\0\0"), "s_trail.bin"),
-    ("shorter than its header", raw("s_short.bin", good[:100]), "s_short.bin"),
-    ("negative token count", raw("s_neg.bin", header(formats.DATA_MAGIC, 1, -5)), "s_neg.bin"),
-    ("no tokens", shard("s_empty.bin", []), "s_empty.bin"),
-    ("fewer than T+1 tokens", shard("s_tiny.bin", tokens[:10]), "s_tiny.bin"),
-    ("token id 65535 at position 0", shard("s_big0.bin", [65535] + list(tokens[:400])), "token id"),
-    ("token id 50257 at the last position", shard("s_late.bin", late), "token id"),
-    ("mask byte 2", raw("s_mask2.bin", header(formats.DATA_MAGIC, 2, len(late)) + np.minimum(late, 50256).astype(np.uint16).tobytes()
-                        + mask2.tobytes()), "mask byte"),
-    ("mask byte 255", raw("s_mask255.bin", header(formats.DATA_MAGIC, 2, len(late)) + np.minimum(late, 50256).astype(np.uint16).tobytes()
-                          + np.full(len(late), 255, np.uint8).tobytes()), "mask byte"),
-    ("a directory", work, "'" + work),
-    ("no file matches", path("nothing_*.bin"), "nothing_*.bin"),
-]
-for name, p, needle in SHARDS:
-    so, se = expect_error("shards", f"-i {name}", BASE + ["-i", p], needle)
-    if name.startswith("token id 50257 at the last"):
-        counts["shards"] += 1
-        checks.check("step " not in so, "shards: a bad token id at the end is found before step 1", tail(so, 1))
-for name, p, needle in SHARDS[:4] + SHARDS[9:12]:
-    expect_error("shards", f"-j {name}", BASE + ["-j", p, "-v", "1"], needle)
-for name, p, needle in SHARDS[:5] + SHARDS[9:13]:
-    expect_error("shards", f"-pad 1 -i {name}", BASE + ["-i", p, "-pad", "1"], needle)
-expect_error("shards", "-pad 1 on a shard without end-of-text tokens", BASE + ["-i", shard("s_noeot.bin", [t for t in tokens[:400] if t != formats.EOT_TOKEN]), "-pad", "1"],
-             "s_noeot.bin")
+# --- shards and checkpoints: the broken files -------------------------------------------------------------
+@fixture
+def bad_shards():
+    """Broken shards, bad token ids and mask bytes, found when the shard is opened: [(name, path, needle)]."""
+    tokens = inputs()["tokens"]
+    good = open(TRAIN, "rb").read()
+    n_tok = (len(good) - 1024) // 2
+    late = np.array(tokens[:40 * 16 + 1], dtype=np.uint16)
+    late[-1] = 50257                                           # the very last token: the last row's target
+    mask2 = np.ones(len(late), dtype=np.uint8)
+    mask2[-3] = 2
+    body = np.minimum(late, 50256).astype(np.uint16).tobytes()
+    return [
+        ("wrong magic", raw("s_magic.bin", header(123, 1, 10) + b"\0" * 20), "magic"),
+        ("version 0", raw("s_v0.bin", header(formats.DATA_MAGIC, 0, n_tok) + good[1024:]), "version"),
+        ("version 3", raw("s_v3.bin", header(formats.DATA_MAGIC, 3, n_tok) + good[1024:]), "version"),
+        ("truncated body", raw("s_trunc.bin", good[:-10]), "s_trunc.bin"),
+        ("trailing bytes", raw("s_trail.bin", good + b"\0\0"), "s_trail.bin"),
+        ("shorter than its header", raw("s_short.bin", good[:100]), "s_short.bin"),
+        ("negative token count", raw("s_neg.bin", header(formats.DATA_MAGIC, 1, -5)), "s_neg.bin"),
+        ("no tokens", shard("s_empty.bin", []), "s_empty.bin"),
+        ("fewer than T+1 tokens", shard("s_tiny.bin", tokens[:10]), "s_tiny.bin"),
+        ("token id 65535 at position 0", shard("s_big0.bin", [65535] + list(tokens[:400])), "token id"),
+        ("token id 50257 at the last position", shard("s_late.bin", late), "token id"),
+        ("mask byte 2", raw("s_mask2.bin", header(formats.DATA_MAGIC, 2, len(late)) + body + mask2.tobytes()), "mask byte"),
+        ("mask byte 255", raw("s_mask255.bin", header(formats.DATA_MAGIC, 2, len(late)) + body
+                              + np.full(len(late), 255, np.uint8).tobytes()), "mask byte"),
+        ("a directory", WORK, "'" + WORK),
+        ("no file matches", path("nothing_*.bin"), "nothing_*.bin"),
+    ]
 
-# --- checkpoints given with -e ----------------------------------------------------------------------
-init = path("init.bin")
-rc, so, se = run(["./train_gpt2"] + BASE + ["-x", "0", "-o", path("mk_init"), "-n", "1", "-x", "1", "-v", "0"], env=ENV1)
-shutil.copy(path("mk_init/model_00000001.bin"), init)
-ckpt = open(init, "rb").read()
-cfg, params = formats.read_model(init)
+
+QUICK_SHARDS = ("wrong magic", "truncated body", "negative token count")
+
+
+@fixture
+def init_model():
+    """A checkpoint written by a one-step run (stamped): dict(path, bytes, cfg, params)."""
+    inputs()
+    init = path("init.bin")
+    rc, so, se = run(["./train_gpt2"] + BASE + ["-x", "0", "-o", path("mk_init"), "-n", "1", "-x", "1", "-v", "0"], env=ENV1)
+    if rc != 0:
+        raise RuntimeError(f"a one-step run writing the initial checkpoint: {tail(se, 2)}")
+    shutil.copy(path("mk_init/model_00000001.bin"), init)
+    cfg, params = formats.read_model(init)
+    return dict(path=init, bytes=open(init, "rb").read(), cfg=cfg, params=params)
 
 
 def model_with(name, p=None, **cfg_changes):
-    c = dict(cfg, **cfg_changes)
+    m = init_model()
+    c = dict(m["cfg"], **cfg_changes)
     q = path(name)
-    formats.write_model(q, params if p is None else p, c["max_seq_len"], c["vocab_size"], c["num_layers"],
+    formats.write_model(q, m["params"] if p is None else p, c["max_seq_len"], c["vocab_size"], c["num_layers"],
                         c["num_heads"], c["channels"], c["padded_vocab_size"])
     return q
 
 
 def poisoned(name, index, value):
-    p = params.copy()
+    p = init_model()["params"].copy()
     p[index] = value
     return model_with(name, p)
 
 
-CKPTS = [
-    ("wrong magic", raw("c_magic.bin", header(1, 3) + ckpt[1024:]), "magic"),
-    ("version 4", raw("c_v4.bin", header(formats.MODEL_MAGIC, 4) + ckpt[8:1024] + ckpt[1024:]), "version"),
-    ("truncated", raw("c_trunc.bin", ckpt[:-4]), "c_trunc.bin"),
-    ("trailing bytes", raw("c_trail.bin", ckpt + b"\0" * 4), "c_trail.bin"),
-    ("header only", raw("c_head.bin", ckpt[:1024]), "c_head.bin"),
-    ("shorter than its header", raw("c_short.bin", ckpt[:500]), "c_short.bin"),
-    ("NaN in wte", poisoned("c_nan.bin", 5, np.nan), "c_nan.bin"),
-    ("+Inf in lnfb", poisoned("c_inf.bin", len(params) - 1, np.inf), "c_inf.bin"),
-    ("-Inf in qkvw", poisoned("c_minf.bin", 50304 * 64 + 64 * 64 + 500, -np.inf), "c_minf.bin"),
-    ("NH not dividing C", model_with("c_nh.bin", num_heads=3), "c_nh.bin"),
-    ("zero layers", raw("c_l0.bin", header(formats.MODEL_MAGIC, 3, 64, 50257, 0, 4, 64, 50304) + ckpt[1024:]), "c_l0.bin"),
-    ("Vp < V", raw("c_vp.bin", header(formats.MODEL_MAGIC, 3, 64, 50257, 2, 4, 64, 50000) + ckpt[1024:]), "c_vp.bin"),
-    ("negative maxT", raw("c_maxt.bin", header(formats.MODEL_MAGIC, 3, -64, 50257, 2, 4, 64, 50304) + ckpt[1024:]), "c_maxt.bin"),
-    ("T > max_seq_len", init, "max_seq_len"),
-    ("a directory", work, "-e"),
-    ("a missing file", path("no_model.bin"), "-e"),
-]
-for name, p, needle in CKPTS:
-    extra = ["-t", "65"] if name == "T > max_seq_len" else []
-    expect_error("checkpoints", f"-e {name}", BASE + ["-e", p] + extra, needle)
+@fixture
+def bad_checkpoints():
+    """Broken checkpoints given with -e: [(name, path, needle)]."""
+    m = init_model()
+    ckpt, n = m["bytes"], len(m["params"])
+    return [
+        ("wrong magic", raw("c_magic.bin", header(1, 3) + ckpt[1024:]), "magic"),
+        ("version 4", raw("c_v4.bin", header(formats.MODEL_MAGIC, 4) + ckpt[8:1024] + ckpt[1024:]), "version"),
+        ("truncated", raw("c_trunc.bin", ckpt[:-4]), "c_trunc.bin"),
+        ("trailing bytes", raw("c_trail.bin", ckpt + b"\0" * 4), "c_trail.bin"),
+        ("header only", raw("c_head.bin", ckpt[:1024]), "c_head.bin"),
+        ("shorter than its header", raw("c_short.bin", ckpt[:500]), "c_short.bin"),
+        ("NaN in wte", poisoned("c_nan.bin", 5, np.nan), "c_nan.bin"),
+        ("+Inf in lnfb", poisoned("c_inf.bin", n - 1, np.inf), "c_inf.bin"),
+        ("-Inf in qkvw", poisoned("c_minf.bin", 50304 * 64 + 64 * 64 + 500, -np.inf), "c_minf.bin"),
+        ("NH not dividing C", model_with("c_nh.bin", num_heads=3), "c_nh.bin"),
+        ("zero layers", raw("c_l0.bin", header(formats.MODEL_MAGIC, 3, 64, 50257, 0, 4, 64, 50304) + ckpt[1024:]), "c_l0.bin"),
+        ("Vp < V", raw("c_vp.bin", header(formats.MODEL_MAGIC, 3, 64, 50257, 2, 4, 64, 50000) + ckpt[1024:]), "c_vp.bin"),
+        ("negative maxT", raw("c_maxt.bin", header(formats.MODEL_MAGIC, 3, -64, 50257, 2, 4, 64, 50304) + ckpt[1024:]), "c_maxt.bin"),
+        ("T > max_seq_len", m["path"], "max_seq_len"),
+        ("a directory", WORK, "-e"),
+        ("a missing file", path("no_model.bin"), "-e"),
+    ]
 
-# --- sampling and the model's own vocabulary ------------------------------------------------------------
-small_v = 1000
-rng = np.random.default_rng(0)
-small_n = sum(n for _, n in formats.parameter_tensors(dict(cfg, vocab_size=small_v, padded_vocab_size=1024)))
-small_params = (rng.standard_normal(small_n) * 0.02).astype(np.float32)
-small_model = path("small_vocab.bin")
-formats.write_model(small_model, small_params, 64, small_v, 2, 4, 64, 1024)
-small_train = shard("small_train.bin", np.asarray(tokens[:40 * 16 + 1]) % small_v)
-small_tok = path("small_tok.bin")
-formats.write_tokenizer(small_tok, [f"t{i} ".encode() for i in range(small_v)], eot_token=small_v - 1)
-SMALL = ["-e", small_model, "-i", small_train, "-j", "", "-t", "16", "-b", "2", "-x", "2", "-v", "0"]
-expect_error("vocabulary", "V=1000 model sampling from GPT-2's end-of-text 50256", SMALL + ["-s", "1", "-tk", tok_file], "-s")
-expect_error("vocabulary", "V=1000 model, no tokenizer file", SMALL + ["-s", "1", "-tk", path("no_tok.bin")], "-s")
-expect_error("vocabulary", "V=1000 model with -pad 1", SMALL + ["-s", "0", "-pad", "1"], "-pad")
-expect_error("vocabulary", "V=1000 model on GPT-2 token ids", SMALL + ["-s", "0", "-i", train], "token id")
-expect_training("vocabulary", "V=1000 model samples from its tokenizer's end-of-text", SMALL + ["-s", "1", "-g", "8", "-tk", small_tok], 2,
-                lambda so, se: (so.count("sample:") == 2, f"{so.count('sample:')} samples"))
-expect_training("vocabulary", "V=1000 model trains without samples", SMALL + ["-s", "0"], 2)
-bad_tok = raw("tok_eot.bin", header(formats.TOKENIZER_MAGIC, formats.TOKENIZER_VERSION, 5, 9) + b"\x01a" * 5)
-expect_error("vocabulary", "tokenizer whose end-of-text is outside its vocabulary", BASE + ["-s", "1", "-tk", bad_tok], "tok_eot.bin")
-bad_tok = raw("tok_neg.bin", header(formats.TOKENIZER_MAGIC, formats.TOKENIZER_VERSION, -5, 0))
-expect_error("vocabulary", "tokenizer with a negative vocabulary", BASE + ["-s", "1", "-tk", bad_tok], "tok_neg.bin")
-bad_tok = raw("tok_trunc.bin", open(tok_file, "rb").read()[:5000])
-expect_error("vocabulary", "truncated tokenizer", BASE + ["-s", "1", "-tk", bad_tok], "tok_trunc.bin")
 
-# --- non-finite numbers stop the run -------------------------------------------------------------------
+QUICK_CHECKPOINTS = ("wrong magic", "truncated", "NaN in wte")
+
+
+def checkpoint_args(name, p):
+    return BASE + ["-e", p] + (["-t", "65"] if name == "T > max_seq_len" else [])
+
+
+# --- non-finite numbers stop the run --------------------------------------------------------------------
 def all_checkpoints_finite(directory):
-    for m in glob.glob(os.path.join(directory, "model_*.bin")):
-        if not np.all(np.isfinite(formats.read_model(m)[1])):
-            return False
-    return True
+    return all(np.all(np.isfinite(formats.read_model(m)[1])) for m in glob.glob(os.path.join(directory, "model_*.bin")))
 
 
 NONFINITE_SETTINGS = [("-l 1e30", ["-l", "1e30"]), ("-c 1e30", ["-c", "1e30"]), ("-l 1e30 -clip 0", ["-l", "1e30", "-clip", "0"]),
                       ("-l 1e25 -beta2 0", ["-l", "1e25", "-beta2", "0"])]
+QUICK_NONFINITE = ("-l 1e30",)
 
 
 def expect_nonfinite_stop(category, name, extra, binary="./train_gpt2", timeout=60):
+    inputs()
     out = path(f"nan_{os.path.basename(binary)}_" + name.replace(" ", "_"))
     rc, so, se = run([binary] + BASE + extra + ["-x", "6", "-n", "1", "-o", out], env=ENV1, timeout=timeout)
     errs = error_lines(se)
     ok = rc == 1 and len(errs) == 1 and "non-finite" in errs[0] and "step" in errs[0] and all_checkpoints_finite(out) \
         and not crashed(se)
     counts[category] += 1
-    checks.check(ok, f"{category}: {name} stops with one line naming the step, every checkpoint finite",
-                 f"exit {rc}: {errs[:1]}; {len(glob.glob(os.path.join(out, 'model_*.bin')))} checkpoint(s)")
+    suite.check(ok, f"{category}: {name} stops with one line naming the step, every checkpoint finite",
+                f"exit {rc}: {errs[:1]}; {len(glob.glob(os.path.join(out, 'model_*.bin')))} checkpoint(s)")
 
 
-for name, extra in NONFINITE_SETTINGS:
-    expect_nonfinite_stop("non-finite", name, extra)
-rc, so, se = run(["./train_gpt2"] + BASE + ["-l", "1e30", "-v", "1", "-x", "6"], env=ENV1, timeout=60)
-errs = error_lines(se)
-val_lines = [l for l in so.splitlines() if l.startswith("val loss")]
-ok = rc == 1 and len(errs) == 1 and "non-finite" in errs[0] and any(("nan" in l or "inf" in l) for l in val_lines)
-counts["non-finite"] += 1
-checks.check(ok, "non-finite: a NaN validation loss is printed as such and stops the run", f"exit {rc}: {val_lines[-1:]} {errs[:1]}")
+# --- the quick basics (make check) ------------------------------------------------------------------------
+@suite.case
+def quick_flags():
+    """A few bad flags (unknown, without a value, out of range, NaN): one line, exit 1, -o unwritten."""
+    for name, args, needle in pick(FLAG_CASES, QUICK_FLAGS)[0]:
+        expect_flag_error(name, args, needle)
 
-# --- checkpoint directories: stale runs, copied and damaged files, full disks -------------------------
-RUN = ["-e", "tiny", "-i", train, "-j", "", "-t", "16", "-b", "2", "-v", "0", "-s", "0"]
-run_a = path("run_a")
-rc, so, se = run(["./train_gpt2"] + RUN + ["-x", "6", "-n", "2", "-o", run_a], env=ENV1)
-if not checks.check(rc == 0 and os.path.exists(os.path.join(run_a, "DONE_00000006")), "checkpoints: run A writes steps 2, 4, 6",
-                    tail(se, 2)):
-    checks.exit()
-counts["checkpoints"] += 1
+
+@suite.case
+def quick_shards():
+    """A shard with a wrong magic, a truncated body, a negative token count in its header."""
+    for name, p, needle in pick(bad_shards(), QUICK_SHARDS)[0]:
+        expect_error("shards", f"-i {name}", BASE + ["-i", p], needle)
+
+
+@suite.case
+def quick_checkpoints():
+    """A checkpoint with a wrong magic, truncated, or holding a NaN."""
+    for name, p, needle in pick(bad_checkpoints(), QUICK_CHECKPOINTS)[0]:
+        expect_error("checkpoints", f"-e {name}", checkpoint_args(name, p), needle)
+
+
+@suite.case
+def quick_nonfinite():
+    """-l 1e30 turns the window NaN: one line naming the step, every checkpoint finite."""
+    for name, extra in pick(NONFINITE_SETTINGS, QUICK_NONFINITE)[0]:
+        expect_nonfinite_stop("non-finite", name, extra)
+
+
+# --- the rest, by category ----------------------------------------------------------------------------------
+@suite.case
+def flags():
+    """Every flag's range, malformed values and combinations (but those of quick_flags)."""
+    for name, args, needle in pick(FLAG_CASES, QUICK_FLAGS)[1]:
+        expect_flag_error(name, args, needle)
+
+
+@suite.case
+def overflow():
+    """Sizes from flags and headers that overflow int, 64 bits, or this machine's memory."""
+    inputs()
+    for name, args, needle in [
+        ("-d 137438953472 (K past int)", BASE + ["-d", "137438953472"], "-d"),
+        ("-d 9223372036854775807", BASE + ["-d", "9223372036854775807"], "-d"),
+        ("-k_schedule 0:99999999999", BASE + ["-k_schedule", "0:99999999999"], "-k_schedule"),
+        ("-k_schedule start 99999999999", BASE + ["-k_schedule", "0:2,99999999999:1"], "-k_schedule"),
+        ("-k_schedule 0:99999999999999999999 (past 64 bits)", BASE + ["-k_schedule", "0:99999999999999999999"], "-k_schedule"),
+        ("-d 99999999999999999999 (past 64 bits)", BASE + ["-d", "99999999999999999999"], "flag -d"),
+    ]:
+        expect_error("overflow", name, args, needle)
+    # Checkpoint headers whose sizes multiply past 2^63 bytes (some wrap to a small number).
+    for i, (name, cfg) in enumerate([("L*4*C*C", (64, 50257, 1 << 30, 1, 1 << 20, 50304)), ("Vp*C", (64, 50257, 1, 1, 1 << 30, 1 << 30)),
+                                     ("maxT*C", (1 << 30, 50257, 1, 1, 1 << 30, 50304)),
+                                     ("wrapping to 0 mod 2^64", (1, 1, 1 << 24, 1, 1 << 20, 1))]):
+        p = raw(f"overflow_{i}.bin", header(formats.MODEL_MAGIC, 3, *cfg) + b"\0" * 4096)
+        expect_error("overflow", f"checkpoint header: {name}", BASE + ["-e", p], p)
+    expect_error("overflow", "-b 1000000 -t 64: activations past this machine's memory", BASE + ["-b", "1000000", "-t", "64"], "-b 1000000")
+    p = raw("shard_count_huge.bin", header(formats.DATA_MAGIC, 1, 2**31 - 1) + b"\0" * 64)
+    expect_error("overflow", "shard header: 2^31-1 tokens in a small file", BASE + ["-i", p], p)
+
+
+@suite.case
+def shards():
+    """Broken shards given with -i, -j and -pad 1 -i (but those of quick_shards); a bad token id at the end found before step 1."""
+    s = bad_shards()
+    for name, p, needle in pick(s, QUICK_SHARDS)[1]:
+        if name.startswith("token id 50257 at the last"):
+            log = path("late_token.log")
+            expect_error("shards", f"-i {name}", ["-log", log] + BASE + ["-i", p], needle)
+            counts["shards"] += 1
+            suite.check(not logged(log, "trl"), "shards: a bad token id at the end is found before step 1",
+                        f"{len(logged(log, 'trl'))} step(s) logged")
+        else:
+            expect_error("shards", f"-i {name}", BASE + ["-i", p], needle)
+    for name, p, needle in s[:4] + s[9:12]:
+        expect_error("shards", f"-j {name}", BASE + ["-j", p, "-v", "1"], needle)
+    for name, p, needle in s[:5] + s[9:13]:
+        expect_error("shards", f"-pad 1 -i {name}", BASE + ["-i", p, "-pad", "1"], needle)
+    no_eot = shard("s_noeot.bin", [t for t in inputs()["tokens"][:400] if t != formats.EOT_TOKEN])
+    expect_error("shards", "-pad 1 on a shard without end-of-text tokens", BASE + ["-i", no_eot, "-pad", "1"], "s_noeot.bin")
+
+
+@suite.case
+def checkpoints():
+    """Broken checkpoints given with -e (but those of quick_checkpoints)."""
+    for name, p, needle in pick(bad_checkpoints(), QUICK_CHECKPOINTS)[1]:
+        expect_error("checkpoints", f"-e {name}", checkpoint_args(name, p), needle)
+
+
+@suite.case
+def vocabulary():
+    """Sampling and the model's own vocabulary: a V=1000 model, tokenizers that do not fit."""
+    tokens, tok_file = inputs()["tokens"], inputs()["tok_file"]
+    small_v = 1000
+    rng = np.random.default_rng(0)
+    small_n = sum(n for _, n in formats.parameter_tensors(dict(init_model()["cfg"], vocab_size=small_v, padded_vocab_size=1024)))
+    small_params = (rng.standard_normal(small_n) * 0.02).astype(np.float32)
+    small_model = path("small_vocab.bin")
+    formats.write_model(small_model, small_params, 64, small_v, 2, 4, 64, 1024)
+    small_train = shard("small_train.bin", np.asarray(tokens[:40 * 16 + 1]) % small_v)
+    small_tok = path("small_tok.bin")
+    formats.write_tokenizer(small_tok, [f"t{i} ".encode() for i in range(small_v)], eot_token=small_v - 1)
+    small = ["-e", small_model, "-i", small_train, "-j", "", "-t", "16", "-b", "2", "-x", "2", "-v", "0"]
+    expect_error("vocabulary", "V=1000 model sampling from GPT-2's end-of-text 50256", small + ["-s", "1", "-tk", tok_file], "-s")
+    expect_error("vocabulary", "V=1000 model, no tokenizer file", small + ["-s", "1", "-tk", path("no_tok.bin")], "-s")
+    expect_error("vocabulary", "V=1000 model with -pad 1", small + ["-s", "0", "-pad", "1"], "-pad")
+    expect_error("vocabulary", "V=1000 model on GPT-2 token ids", small + ["-s", "0", "-i", TRAIN], "token id")
+    expect_training("vocabulary", "V=1000 model samples from its tokenizer's end-of-text", small + ["-s", "1", "-g", "8", "-tk", small_tok], 2,
+                    lambda so, se: (so.count("sample:") == 2, f"{so.count('sample:')} samples"))
+    expect_training("vocabulary", "V=1000 model trains without samples", small + ["-s", "0"], 2)
+    bad_tok = raw("tok_eot.bin", header(formats.TOKENIZER_MAGIC, formats.TOKENIZER_VERSION, 5, 9) + b"\x01a" * 5)
+    expect_error("vocabulary", "tokenizer whose end-of-text is outside its vocabulary", BASE + ["-s", "1", "-tk", bad_tok], "tok_eot.bin")
+    bad_tok = raw("tok_neg.bin", header(formats.TOKENIZER_MAGIC, formats.TOKENIZER_VERSION, -5, 0))
+    expect_error("vocabulary", "tokenizer with a negative vocabulary", BASE + ["-s", "1", "-tk", bad_tok], "tok_neg.bin")
+    bad_tok = raw("tok_trunc.bin", open(tok_file, "rb").read()[:5000])
+    expect_error("vocabulary", "truncated tokenizer", BASE + ["-s", "1", "-tk", bad_tok], "tok_trunc.bin")
+
+
+@suite.case
+def nonfinite():
+    """Numbers that turn NaN stop the run (but that of quick_nonfinite); a NaN validation loss too."""
+    for name, extra in pick(NONFINITE_SETTINGS, QUICK_NONFINITE)[1]:
+        expect_nonfinite_stop("non-finite", name, extra)
+    inputs()
+    rc, so, se = run(["./train_gpt2"] + BASE + ["-l", "1e30", "-v", "1", "-x", "6"], env=ENV1, timeout=60)
+    errs = error_lines(se)
+    # "printed as such": what the user reads, so the printed line.
+    val_lines = [l for l in so.splitlines() if l.startswith("val loss")]
+    ok = rc == 1 and len(errs) == 1 and "non-finite" in errs[0] and any(("nan" in l or "inf" in l) for l in val_lines)
+    counts["non-finite"] += 1
+    suite.check(ok, "non-finite: a NaN validation loss is printed as such and stops the run", f"exit {rc}: {val_lines[-1:]} {errs[:1]}")
+
+
+# --- checkpoint directories: stale runs, copied and damaged files, full disks --------------------------------
+@fixture
+def run_a():
+    """Run A: 6 steps, checkpoints at steps 2, 4 and 6."""
+    inputs()
+    d = path("run_a")
+    rc, so, se = run(["./train_gpt2"] + RUN + ["-x", "6", "-n", "2", "-o", d], env=ENV1)
+    if rc != 0 or not os.path.exists(os.path.join(d, "DONE_00000006")):
+        raise RuntimeError(f"checkpoints: run A writes steps 2, 4, 6: {tail(se, 2)}")
+    return d
 
 
 def copy_of_a(name):
     d = path(name)
-    shutil.copytree(run_a, d)
+    shutil.copytree(run_a(), d)
     return d
 
 
-d = copy_of_a("stale")
-expect_error("resume", "a fresh run into another run's directory", RUN + ["-x", "3", "-n", "3", "-o", d], "-o", out_dir=d)
-expect_training("resume", "-overwrite 1 deletes the other run's checkpoints", RUN + ["-x", "3", "-n", "3", "-o", d, "-overwrite", "1"], 3,
-                lambda so, se: (sorted(n for n in os.listdir(d) if n.startswith("DONE")) == ["DONE_00000003"],
-                                f"DONE files {sorted(n for n in os.listdir(d) if n.startswith('DONE'))}"))
-expect_training("resume", "then resuming takes this run's step 3", RUN + ["-x", "4", "-n", "0", "-o", d, "-y", "1"], 1,
-                lambda so, se: ("resumed from step 3" in so, [l for l in so.splitlines() if "resumed" in l]))
-
-
-d = copy_of_a("incomplete_only")
-for n in os.listdir(d):
-    if n.startswith("DONE_"):
-        os.remove(os.path.join(d, n))
-expect_training("resume", "a fresh run into a directory holding only incomplete steps (no DONE)", RUN + ["-x", "2", "-n", "2", "-o", d], 2,
-                lambda so, se: (os.path.exists(os.path.join(d, "DONE_00000002")), f"{sorted(os.listdir(d))[:3]}..."))
+def done_files(d):
+    return sorted(n for n in os.listdir(d) if n.startswith("DONE"))
 
 
 def damaged(name, edit, needle):
@@ -369,61 +471,97 @@ def flip(p, offset):
     open(p, "wb").write(bytes(b))
 
 
-damaged("state_file_of_step_2_copied_over_step_6",
-        lambda d: shutil.copy(os.path.join(d, "state_00000002_00000.bin"), f6(d, "state")), "step 2")
-damaged("trailing_bytes_after_a_state_file", lambda d: open(f6(d, "state"), "ab").write(b"\0" * 8), "state_00000006")
-damaged("truncated_state_file", lambda d: os.truncate(f6(d, "state"), 2000), "state_00000006")
-damaged("a_flipped_bit_in_the_optimizer_state", lambda d: flip(f6(d, "state"), 5000), "checksum")
-damaged("a_flipped_bit_in_the_model", lambda d: flip(f6(d, "model"), 9000), "checksum")
-damaged("model_of_step_4_copied_over_step_6", lambda d: shutil.copy(os.path.join(d, "model_00000004.bin"), f6(d, "model")), "step 4")
-damaged("another_run's_model_of_step_1", lambda d: shutil.copy(init, f6(d, "model")), "step 1")
-damaged("an_llm.c_model_without_a_stamp", lambda d: shutil.copy(model_with("plain.bin"), f6(d, "model")), "stamp")
-damaged("state_file_missing", lambda d: os.remove(f6(d, "state")), "state_00000006")
-damaged("DONE_of_a_step_without_files", lambda d: open(os.path.join(d, "DONE_00000008"), "w").close(), "00000008")
-damaged("a_state_header_with_another_step_field", lambda d: (lambda p: open(p, "r+b").write(header(20241101, 2, 4)[:12]))(f6(d, "state")),
-        "step 4")
-d = copy_of_a("other_config")
-expect_error("resume", "resuming with another -b", RUN + ["-b", "4", "-x", "8", "-o", d, "-y", "1"], "configuration", out_dir=d)
+@suite.case
+def resume():
+    """Another run's directory, only incomplete steps, damaged or copied checkpoint files, another -b."""
+    run_a()
+    counts["checkpoints"] += 1
+    suite.check(True, "checkpoints: run A writes steps 2, 4, 6", "")
+    d = copy_of_a("stale")
+    expect_error("resume", "a fresh run into another run's directory", RUN + ["-x", "3", "-n", "3", "-o", d], "-o", out_dir=d)
+    expect_training("resume", "-overwrite 1 deletes the other run's checkpoints", RUN + ["-x", "3", "-n", "3", "-o", d, "-overwrite", "1"], 3,
+                    lambda so, se: (done_files(d) == ["DONE_00000003"], f"DONE files {done_files(d)}"))
+    expect_training("resume", "then resuming takes this run's step 3", RUN + ["-x", "4", "-n", "0", "-o", d, "-y", "1"], 1,
+                    lambda so, se: ("resumed from step 3" in so, [l for l in so.splitlines() if "resumed" in l]))
 
-# A full disk, made with /dev/full: the error names the file, the partial .tmp is gone, step 6 survives.
-if os.path.exists("/dev/full"):
-    d = copy_of_a("disk_full")
-    os.symlink("/dev/full", os.path.join(d, "model_00000008.bin.tmp"))
-    before = {k: v for k, v in snapshot(d).items() if k != "model_00000008.bin.tmp"}
-    rc, so, se = run(["./train_gpt2"] + RUN + ["-x", "8", "-n", "2", "-o", d, "-y", "1"], env=ENV1, timeout=60)
-    errs = error_lines(se)
-    after = snapshot(d)
-    ok = rc == 1 and len(errs) == 1 and "model_00000008.bin.tmp" in errs[0] and not os.path.lexists(os.path.join(d, "model_00000008.bin.tmp")) \
-        and all(after.get(k) == v for k, v in before.items() if k != "main.log") and "DONE_00000008" not in after
-    counts["disk"] += 1
-    checks.check(ok, "disk: a full disk while checkpointing: one line, .tmp removed, step 6 intact", f"exit {rc}: {errs[:1]}")
-    d = path("log_full")
-    os.makedirs(d)
-    os.symlink("/dev/full", os.path.join(d, "main.log"))
-    expect_error("disk", "a full disk under main.log", RUN + ["-x", "2", "-o", d], "main.log")
-else:
-    checks.skip("disk: full disk", "no /dev/full")
-expect_error("disk", "-o names a file", RUN + ["-x", "2", "-n", "1", "-o", train], "train.bin")
+    d = copy_of_a("incomplete_only")
+    for n in done_files(d):
+        os.remove(os.path.join(d, n))
+    expect_training("resume", "a fresh run into a directory holding only incomplete steps (no DONE)", RUN + ["-x", "2", "-n", "2", "-o", d], 2,
+                    lambda so, se: (os.path.exists(os.path.join(d, "DONE_00000002")), f"{sorted(os.listdir(d))[:3]}..."))
 
-# --- valid edge inputs train correctly -----------------------------------------------------------------
-EDGES = [
-    ("-x 0", ["-x", "0"], 0), ("-q 0 -u 1", ["-q", "0", "-u", "1"], 2), ("-u 5 beyond the run", ["-u", "5"], 2),
-    ("-beta1 0 -beta2 0", ["-beta1", "0", "-beta2", "0"], 2), ("-clip 0", ["-clip", "0"], 2), ("-l 0", ["-l", "0"], 2),
-    ("-eps 1e-30", ["-eps", "1e-30"], 2), ("-m beyond the validation set", ["-v", "1", "-m", "100000"], 2),
-    ("-k_schedule 0:1,1:3", ["-k_schedule", "0:1,1:3"], 2), ("-x -1 (one epoch of 20 windows)", ["-x", "-1"], 20),
-    ("-d equal to B*T", ["-d", "32"], 2), ("-seed -7", ["-seed", "-7"], 2), ("-overwrite 1 into a new directory",
-                                                                            ["-overwrite", "1", "-o", path("new_dir"), "-n", "1"], 2),
-]
-for name, extra, steps in EDGES:
-    expect_training("valid edges", name, BASE + extra, steps)
+    init = init_model()["path"]
+    damaged("state_file_of_step_2_copied_over_step_6",
+            lambda d: shutil.copy(os.path.join(d, "state_00000002_00000.bin"), f6(d, "state")), "step 2")
+    damaged("trailing_bytes_after_a_state_file", lambda d: open(f6(d, "state"), "ab").write(b"\0" * 8), "state_00000006")
+    damaged("truncated_state_file", lambda d: os.truncate(f6(d, "state"), 2000), "state_00000006")
+    damaged("a_flipped_bit_in_the_optimizer_state", lambda d: flip(f6(d, "state"), 5000), "checksum")
+    damaged("a_flipped_bit_in_the_model", lambda d: flip(f6(d, "model"), 9000), "checksum")
+    damaged("model_of_step_4_copied_over_step_6", lambda d: shutil.copy(os.path.join(d, "model_00000004.bin"), f6(d, "model")), "step 4")
+    damaged("another_run's_model_of_step_1", lambda d: shutil.copy(init, f6(d, "model")), "step 1")
+    damaged("an_llm.c_model_without_a_stamp", lambda d: shutil.copy(model_with("plain.bin"), f6(d, "model")), "stamp")
+    damaged("state_file_missing", lambda d: os.remove(f6(d, "state")), "state_00000006")
+    damaged("DONE_of_a_step_without_files", lambda d: open(os.path.join(d, "DONE_00000008"), "w").close(), "00000008")
+    damaged("a_state_header_with_another_step_field", lambda d: (lambda p: open(p, "r+b").write(header(20241101, 2, 4)[:12]))(f6(d, "state")),
+            "step 4")
+    d = copy_of_a("other_config")
+    expect_error("resume", "resuming with another -b", RUN + ["-b", "4", "-x", "8", "-o", d, "-y", "1"], "configuration", out_dir=d)
 
-# --- under mpirun: ranks that disagree, and every failure on every rank --------------------------------
-if HAS_MPI:
-    MB = BASE[:]
+
+@suite.case
+def disk():
+    """A full disk (/dev/full) under a checkpoint or main.log, and -o naming a file."""
+    if os.path.exists("/dev/full"):
+        # The error names the file, the partial .tmp is gone, step 6 survives.
+        d = copy_of_a("disk_full")
+        os.symlink("/dev/full", os.path.join(d, "model_00000008.bin.tmp"))
+        before = {k: v for k, v in snapshot(d).items() if k != "model_00000008.bin.tmp"}
+        rc, so, se = run(["./train_gpt2"] + RUN + ["-x", "8", "-n", "2", "-o", d, "-y", "1"], env=ENV1, timeout=60)
+        errs = error_lines(se)
+        after = snapshot(d)
+        ok = rc == 1 and len(errs) == 1 and "model_00000008.bin.tmp" in errs[0] and not os.path.lexists(os.path.join(d, "model_00000008.bin.tmp")) \
+            and all(after.get(k) == v for k, v in before.items() if k != "main.log") and "DONE_00000008" not in after
+        counts["disk"] += 1
+        suite.check(ok, "disk: a full disk while checkpointing: one line, .tmp removed, step 6 intact", f"exit {rc}: {errs[:1]}")
+        d = path("log_full")
+        os.makedirs(d)
+        os.symlink("/dev/full", os.path.join(d, "main.log"))
+        expect_error("disk", "a full disk under main.log", RUN + ["-x", "2", "-o", d], "main.log")
+    else:
+        suite.skip("disk: full disk", "no /dev/full")
+    expect_error("disk", "-o names a file", RUN + ["-x", "2", "-n", "1", "-o", TRAIN], "train.bin")
+
+
+@suite.case
+def valid_edges():
+    """Valid edge inputs train: exit 0 and every window's loss finite."""
+    for name, extra, steps in [
+        ("-x 0", ["-x", "0"], 0), ("-q 0 -u 1", ["-q", "0", "-u", "1"], 2), ("-u 5 beyond the run", ["-u", "5"], 2),
+        ("-beta1 0 -beta2 0", ["-beta1", "0", "-beta2", "0"], 2), ("-clip 0", ["-clip", "0"], 2), ("-l 0", ["-l", "0"], 2),
+        ("-eps 1e-30", ["-eps", "1e-30"], 2), ("-m beyond the validation set", ["-v", "1", "-m", "100000"], 2),
+        ("-k_schedule 0:1,1:3", ["-k_schedule", "0:1,1:3"], 2), ("-x -1 (one epoch of 20 windows)", ["-x", "-1"], 20),
+        ("-d equal to B*T", ["-d", "32"], 2), ("-seed -7", ["-seed", "-7"], 2),
+        ("-overwrite 1 into a new directory", ["-overwrite", "1", "-o", path("new_dir"), "-n", "1"], 2),
+    ]:
+        expect_training("valid edges", name, BASE + extra, steps)
+
+
+# --- under mpirun: ranks that disagree, and every failure on every rank ------------------------------------
+def need_mpirun():
+    if shutil.which("mpirun") is None:
+        raise Skip("mpirun not found")
+
+
+@suite.case
+def mpi():
+    """Under mpirun: ranks that disagree, a failure on one rank or on every rank: one line for the job."""
+    need_mpirun()
+    s, c = bad_shards(), bad_checkpoints()
+    init = init_model()["path"]
     init2 = poisoned("init2.bin", 7, 0.5)
     cases = [
-        ("shards of different sizes with -x -1", BASE + ["-x", "-1"], BASE + ["-x", "-1", "-i", train_half], "training rows"),
-        ("shards of different sizes with -x 2", BASE, BASE + ["-i", train_half], "training rows"),
+        ("shards of different sizes with -x -1", BASE + ["-x", "-1"], BASE + ["-x", "-1", "-i", TRAIN_HALF], "training rows"),
+        ("shards of different sizes with -x 2", BASE, BASE + ["-i", TRAIN_HALF], "training rows"),
         ("validation data on one rank only", BASE + ["-v", "1"], BASE + ["-v", "1", "-j", ""], "-j"),
         ("different initial checkpoints", BASE + ["-e", init], BASE + ["-e", init2], "initial parameters"),
         ("a different -l", BASE, BASE + ["-l", "1e-3"], "-l"),
@@ -434,9 +572,9 @@ if HAS_MPI:
         ("-l 1e30: a NaN window", BASE + ["-l", "1e30", "-x", "6"], BASE + ["-l", "1e30", "-x", "6"], "non-finite"),
         ("a NaN checkpoint on one rank", BASE + ["-e", init], BASE + ["-e", path("c_nan.bin")], "c_nan.bin"),
     ]
-    cases += [(f"rank 1's -i: {name}", BASE, BASE + ["-i", p], needle) for name, p, needle in SHARDS[:3] + SHARDS[10:12]]
-    cases += [(f"rank 1's -e: {name}", BASE, BASE + ["-e", p], needle) for name, p, needle in CKPTS[:3] + CKPTS[9:10]]
-    cases += [(f"every rank's -e: {name}", BASE + ["-e", p], BASE + ["-e", p], needle) for name, p, needle in CKPTS[2:4] + CKPTS[6:7]]
+    cases += [(f"rank 1's -i: {name}", BASE, BASE + ["-i", p], needle) for name, p, needle in s[:3] + s[10:12]]
+    cases += [(f"rank 1's -e: {name}", BASE, BASE + ["-e", p], needle) for name, p, needle in c[:3] + c[9:10]]
+    cases += [(f"every rank's -e: {name}", BASE + ["-e", p], BASE + ["-e", p], needle) for name, p, needle in c[2:4] + c[6:7]]
     cases += [("-t past max_seq_len on every rank", BASE + ["-t", "65"], BASE + ["-t", "65"], "max_seq_len"),
               ("an unknown flag on every rank", BASE + ["-frobnicate", "1"], BASE + ["-frobnicate", "1"], "-frobnicate")]
     cases += [(f"rank 1's flag {flag} {value}", BASE, BASE + [flag, value], flag)
@@ -447,42 +585,70 @@ if HAS_MPI:
     so, se = expect_error("mpi", "-l 1e30 with checkpoints every step", None, "non-finite", timeout=90,
                           mpi_cmd=["mpirun", "--oversubscribe", "-np", "2", "./train_gpt2"] + BASE + ["-l", "1e30", "-x", "6", "-n", "1", "-o", out])
     counts["mpi"] += 1
-    checks.check(all_checkpoints_finite(out) and len([l for l in se.splitlines() if "error:" in l]) == 1,
-                 "mpi: a NaN window under P=2: one line for the job, every checkpoint finite",
-                 f"{len(glob.glob(os.path.join(out, 'model_*.bin')))} checkpoint(s)")
+    suite.check(all_checkpoints_finite(out) and len([l for l in se.splitlines() if "error:" in l]) == 1,
+                "mpi: a NaN window under P=2: one line for the job, every checkpoint finite",
+                f"{len(glob.glob(os.path.join(out, 'model_*.bin')))} checkpoint(s)")
     d = copy_of_a("mpi_stale")
     expect_error("mpi", "a fresh P=2 run into another run's directory", None, "-o", out_dir=d,
                  mpi_cmd=["mpirun", "--oversubscribe", "-np", "2", "./train_gpt2"] + RUN + ["-x", "2", "-n", "2", "-o", d], timeout=90)
-    # -m counts rows over all ranks: the same validation loss for any P and B.
+
+
+@suite.case
+def mpi_validation_rows():
+    """-m 10 validates the same 10 rows for any P and B (relative 1e-6)."""
+    need_mpirun()
+    inputs()
     vals = {}
     for P, B in [(1, 4), (1, 3), (2, 2), (2, 1), (2, 3)]:
-        args = BASE + ["-x", "0", "-v", "1", "-m", "10", "-b", str(B)]
-        cmd = ["mpirun", "--oversubscribe", "-np", str(P), "./train_gpt2"] + args
+        log = path(f"val_P{P}_B{B}.log")
+        cmd = ["mpirun", "--oversubscribe", "-np", str(P), "./train_gpt2"] + BASE + ["-x", "0", "-v", "1", "-m", "10", "-b", str(B),
+                                                                                   "-log", log]
         rc, so, se = run(cmd, env=dict(MPI_ENV, **ENV1), timeout=90)
-        v = [float(l.split()[2]) for l in so.splitlines() if l.startswith("val loss ")]
+        v = logged(log, "tel")
         vals[(P, B)] = v[0] if rc == 0 and v else None
     ref = vals[(1, 4)]
     ok = ref is not None and all(v is not None and abs(v - ref) <= 1e-6 * abs(ref) for v in vals.values())
     counts["mpi"] += 1
-    checks.check(ok, "mpi: -m 10 validates the same 10 rows for any P and B (relative 1e-6)",
-                 ", ".join(f"P={p} B={b}: {v}" for (p, b), v in vals.items()))
-else:
-    checks.skip("mpi", "mpirun not found")
+    suite.check(ok, "mpi: -m 10 validates the same 10 rows for any P and B (relative 1e-6)",
+                ", ".join(f"P={p} B={b}: {v}" for (p, b), v in vals.items()))
+
 
 # --- the CUDA trainer, executed on the CPU emulation (dev/cpucuda): the same host code checks flags and
-# checkpoints, and its device math must stop on non-finite numbers the same way --------------------------
-cu = os.path.join(REPO, "build", "cpucuda", "train_gpt2cu")
-rc = run([cu, "-h"], timeout=30)[0] if os.path.exists(cu) else -1
-if rc == 0:
-    for name, args, needle in FLAG_CASES + [(f"-e {n}", BASE + ["-e", p] + (["-t", "65"] if n == "T > max_seq_len" else []), nd)
-                                            for n, p, nd in CKPTS]:
-        expect_error("train_gpt2cu", name, args, needle, binary=cu)
-    for name, extra in NONFINITE_SETTINGS:
-        expect_nonfinite_stop("train_gpt2cu", name, extra, binary=cu, timeout=300)
-else:
-    checks.check(False, "train_gpt2cu on the CPU emulation", "build/cpucuda/train_gpt2cu is not built or does not start (make cpucuda)")
+# checkpoints, and its device math must stop on non-finite numbers the same way --------------------------------
+@fixture
+def cu():
+    cu = os.path.join(REPO, "build", "cpucuda", "train_gpt2cu")
+    if not os.path.exists(cu) or run([cu, "-h"], timeout=30)[0] != 0:
+        raise RuntimeError("train_gpt2cu on the CPU emulation: build/cpucuda/train_gpt2cu is not built or does not start (make cpucuda)")
+    return cu
 
-total = sum(counts.values())
-print(f"     fuzz cases: {total} in {time.time() - t_start:.0f} s; by category: "
-      + ", ".join(f"{k} {v}" for k, v in counts.items()))
-checks.exit()
+
+@suite.case
+def cu_flags():
+    """train_gpt2cu (CPU emulation): every bad flag of the flags cases."""
+    for name, args, needle in FLAG_CASES:
+        expect_error("train_gpt2cu", name, args, needle, binary=cu())
+
+
+@suite.case
+def cu_checkpoints():
+    """train_gpt2cu (CPU emulation): every broken checkpoint of the checkpoints cases."""
+    for name, p, needle in bad_checkpoints():
+        expect_error("train_gpt2cu", f"-e {name}", checkpoint_args(name, p), needle, binary=cu())
+
+
+@suite.case
+def cu_nonfinite():
+    """train_gpt2cu (CPU emulation): its device math stops on non-finite numbers as train_gpt2 does."""
+    for name, extra in NONFINITE_SETTINGS:
+        expect_nonfinite_stop("train_gpt2cu", name, extra, binary=cu(), timeout=300)
+
+
+def print_counts():
+    if counts:
+        print(f"     fuzz cases: {sum(counts.values())}; by category: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+if __name__ == "__main__":
+    atexit.register(print_counts)
+    suite.main()
