@@ -12,6 +12,18 @@ CFLAGS += -Wall -Wextra -Wno-unused-function -Wno-unused-parameter
 LDLIBS = -lm
 PYTHON ?= $(shell if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import numpy, torch' 2>/dev/null; then echo /usr/bin/python3; else echo python3; fi)
 
+# Vector width: GCC's tuning for some AVX-512 CPUs (Ice Lake servers among them) prefers 256-bit
+# vectors, and the loops left to the compiler then run at half width. The matmul states its width in
+# intrinsics (train_gpt2.c, mm_tile); this asks for the full width everywhere else.
+ifneq ($(shell echo | $(CC) $(CFLAGS) -dM -E - 2>/dev/null | grep -c '__AVX512F__'),0)
+  CFLAGS += -mprefer-vector-width=512
+  $(info CPU vectors: AVX-512, building with -mprefer-vector-width=512)
+else ifneq ($(shell echo | $(CC) $(CFLAGS) -dM -E - 2>/dev/null | grep -c '__AVX2__'),0)
+  $(info CPU vectors: AVX2)
+else
+  $(info CPU vectors: neither AVX-512 nor AVX2 for this target: the portable C matmul)
+endif
+
 # OpenMP: used if the compiler accepts -fopenmp (NO_OMP=1 to build without).
 ifeq ($(NO_OMP),1)
   $(info OpenMP: off (NO_OMP=1))
@@ -143,9 +155,13 @@ test: train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu train_gpt2fp32cu cpucuda cpu
 check: train_gpt2 test_gpt2 cpucuda
 	$(PYTHON) dev/test/run_tests.py --check
 
+# the C compiler's flags as this Makefile builds with them (dev/test/test_cpu_vector.py builds a variant)
+print-cflags:
+	@echo $(CFLAGS)
+
 clean:
 	rm -f train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu train_gpt2fp32cu test_gpt2fp32cu
 	rm -rf build/test build/cpu.flags build/cuda.flags build/cpucuda build/cpucuda.flags
 
 FORCE:
-.PHONY: test check clean check_nvcc tinyshakespeare FORCE
+.PHONY: test check clean print-cflags check_nvcc tinyshakespeare FORCE

@@ -248,16 +248,31 @@ void matmul_backward_reference(float* dinp, float* dweight, float* dbias, const 
 // loads) is multiplied by MM_MR broadcast scalars of X, so every load feeds several FMAs. K is cut
 // into blocks of MM_KC; each block's sum is added to Z, in block order. Every element of Z is summed
 // by one thread in an order fixed by the shapes alone: deterministic for any thread count.
-// The tile shape suits the vector registers (and what GCC makes of this loop; -DMM_MR=.. -DMM_NR=..
-// to try others): 6 x 64 with AVX-512 is 24 of its 32 registers, 4 x 24 with AVX2 12 of 16.
-#ifndef MM_NR
-#if defined(__AVX512F__)
+// The tile's inner loop is written for the widest vectors the CPU has, with intrinsics, so that the
+// speed does not depend on what the compiler's tuning for this CPU prefers (GCC tunes some AVX-512
+// CPUs to 256-bit vectors and would otherwise emit no 512-bit instruction here). The path is chosen
+// at build time from the target (-march=native: this machine's CPU):
+//   AVX-512: 6 x 64 tiles, 6 rows of 4 zmm registers = 24 of its 32 registers;
+//   AVX2+FMA: 4 x 24 tiles, 4 rows of 3 ymm registers = 12 of its 16;
+//   portable C for any other CPU (-DMM_PORTABLE forces it).
+// Every path adds a * y into each sum once per k, in k order, with one fused multiply-add where the
+// CPU has FMA: the intrinsics give the portable path's bits (dev/test/test_cpu_vector.py checks it).
+// train_gpt2 names its path at start-up.
+#if (defined(__AVX512F__) || defined(__AVX2__)) && !defined(MM_PORTABLE)
+#include <immintrin.h>
+#endif
+#if defined(__AVX512F__) && !defined(MM_PORTABLE)
 #define MM_MR 6
 #define MM_NR 64
-#else
+#define MM_PATH "AVX-512 (zmm FMA, 6x64 tiles)"
+#elif defined(__AVX2__) && defined(__FMA__) && !defined(MM_PORTABLE)
 #define MM_MR 4
 #define MM_NR 24
-#endif
+#define MM_PATH "AVX2 (ymm FMA, 4x24 tiles)"
+#else
+#define MM_MR 4
+#define MM_NR 16
+#define MM_PATH "portable C (4x16 tiles, the compiler's vectors)"
 #endif
 #define MM_KC 256  // k per block: a block of Y (MM_KC x MM_NR) stays in the core's L2 cache
 #define MM_MC 64   // tiles of rows per task: the block of X they read stays in L2 across tasks
@@ -265,9 +280,49 @@ void matmul_backward_reference(float* dinp, float* dweight, float* dbias, const 
 // A strided matrix view: element (i, j) at p[i * rs + j * cs].
 typedef struct { const float* p; size_t rs, cs; } MatView;
 
-// acc = X (MM_MR x kc, view x) @ Y (kc x MM_NR, row k at y + k * ldy). The compiler keeps acc in
-// registers (check: the inner loop is 4 loads, 6 broadcasts and 24 FMAs with AVX-512).
-static void mm_tile(float out[MM_MR * MM_NR], int kc, MatView x, const float* y, size_t ldy) {
+// out = X (MM_MR x kc, view x) @ Y (kc x MM_NR, row k at y + k * ldy). Per k: one row of Y in
+// MM_NR / lanes vector loads, each row of X one broadcast, and MM_MR * MM_NR / lanes FMAs into sums
+// that stay in registers for the whole k loop. Not inlined, so that the test can find its FMAs.
+#if defined(__AVX512F__) && !defined(MM_PORTABLE)
+__attribute__((noinline)) static void mm_tile(float out[MM_MR * MM_NR], int kc, MatView x, const float* y, size_t ldy) {
+    __m512 acc[MM_MR][4];
+    for (int r = 0; r < MM_MR; r++)
+        for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        const float* yk = y + k * ldy;
+        __m512 y0 = _mm512_loadu_ps(yk), y1 = _mm512_loadu_ps(yk + 16);
+        __m512 y2 = _mm512_loadu_ps(yk + 32), y3 = _mm512_loadu_ps(yk + 48);
+        for (int r = 0; r < MM_MR; r++) {
+            __m512 a = _mm512_set1_ps(x.p[r * x.rs + k * x.cs]);
+            acc[r][0] = _mm512_fmadd_ps(a, y0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(a, y1, acc[r][1]);
+            acc[r][2] = _mm512_fmadd_ps(a, y2, acc[r][2]);
+            acc[r][3] = _mm512_fmadd_ps(a, y3, acc[r][3]);
+        }
+    }
+    for (int r = 0; r < MM_MR; r++)
+        for (int j = 0; j < 4; j++) _mm512_storeu_ps(out + r * MM_NR + 16 * j, acc[r][j]);
+}
+#elif defined(__AVX2__) && defined(__FMA__) && !defined(MM_PORTABLE)
+__attribute__((noinline)) static void mm_tile(float out[MM_MR * MM_NR], int kc, MatView x, const float* y, size_t ldy) {
+    __m256 acc[MM_MR][3];
+    for (int r = 0; r < MM_MR; r++)
+        for (int j = 0; j < 3; j++) acc[r][j] = _mm256_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        const float* yk = y + k * ldy;
+        __m256 y0 = _mm256_loadu_ps(yk), y1 = _mm256_loadu_ps(yk + 8), y2 = _mm256_loadu_ps(yk + 16);
+        for (int r = 0; r < MM_MR; r++) {
+            __m256 a = _mm256_set1_ps(x.p[r * x.rs + k * x.cs]);
+            acc[r][0] = _mm256_fmadd_ps(a, y0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(a, y1, acc[r][1]);
+            acc[r][2] = _mm256_fmadd_ps(a, y2, acc[r][2]);
+        }
+    }
+    for (int r = 0; r < MM_MR; r++)
+        for (int j = 0; j < 3; j++) _mm256_storeu_ps(out + r * MM_NR + 8 * j, acc[r][j]);
+}
+#else
+__attribute__((noinline)) static void mm_tile(float out[MM_MR * MM_NR], int kc, MatView x, const float* y, size_t ldy) {
     float acc[MM_MR][MM_NR] = {{0.0f}};
     for (int k = 0; k < kc; k++) {
         const float* yk = y + k * ldy;
@@ -278,6 +333,7 @@ static void mm_tile(float out[MM_MR * MM_NR], int kc, MatView x, const float* y,
     }
     memcpy(out, acc, sizeof(acc));
 }
+#endif
 
 // Z (M x Nc, row stride ldz) = (accumulate ? Z : bias per column or 0) + X @ Y.
 // Called by every thread of a parallel region: the tiles are shared out with `omp for nowait`, so
@@ -974,6 +1030,7 @@ int main(int argc, char** argv) {
 #ifdef OMP
         printf("threads: %d OpenMP thread(s) per rank, %d rank(s)\n", omp_get_max_threads(), comm.world);
 #endif
+        printf("vector path: matmul %s\n", MM_PATH);
     }
     Trainable tr = gpt2_trainable(&model);
     run_training(&opt, &tr, &comm);

@@ -122,6 +122,24 @@ echo "== threads: C OMP_NUM_THREADS=$THREADS, Py --threads $THREADS (and OMP/OPE
 if [ -n "${OPENBLAS_CORETYPE:-}" ] && [ -z "${PY_OPENBLAS_CORETYPE:-}" ]; then
     echo "   (the environment has OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE; the Python runs drop it, see PY_OPENBLAS_CORETYPE)"
 fi
+# What the C binary runs (its start-up line), and the machine's fp32 matmul ceiling: OpenBLAS's sgemm
+# through numpy at 3072^3 on the same threads, best of 3 (every figure below is read against it).
+VECTOR_PATH=$("$C_BIN" -e tiny -i "$TRAIN_BIN" -j "" -x 0 -s 0 -v 0 2>/dev/null | grep -m1 '^vector path:' | cut -d: -f2- | sed 's/^ //')
+echo "== C vector path: ${VECTOR_PATH:-unknown (no 'vector path:' line)}"
+SGEMM_GFLOPS=$("${PY_ENV[@]}" $PY -c '
+import time
+import numpy as np
+n = 3072
+a, b = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
+a @ b
+times = []
+for _ in range(3):
+    t0 = time.perf_counter()
+    a @ b
+    times.append(time.perf_counter() - t0)
+print(f"{2 * n ** 3 / min(times) / 1e9:.0f}")
+')
+echo "== sgemm peak (numpy + OpenBLAS, 3072^3, $THREADS threads): ${SGEMM_GFLOPS:-?} GFLOP/s"
 
 # step_ms FILE: the step time (ms) of every step line but the first, one per line; the time is the
 # first "| N ms" field (the C lines go on with "(comm N ms)")
@@ -172,6 +190,10 @@ for preset in $PRESETS; do
     done
     awk -v a="${tok[C]}" -v b="${tok[Py]}" -v p="$preset" -v rc="${rss[C]}" -v rp="${rss[Py]}" \
         'BEGIN {printf "%-6s ratio C/Py: tokens/s %.2fx, peak RSS %.2fx\n", p, a / b, rc / rp}'
+    # the whole step's rate as 6 flops per parameter per token (forward 2, backward 4), against sgemm
+    params=$(grep -m1 -oE '[0-9]+ parameters' "$LOG/$preset.C.1.log" | cut -d' ' -f1)
+    awk -v t="${tok[C]}" -v n="${params:-0}" -v peak="${SGEMM_GFLOPS:-0}" -v p="$preset" \
+        'BEGIN {g = 6 * n * t / 1e9; printf "%-6s C step: %.1f GFLOP/s (6N per token) = %.0f%% of the sgemm peak\n", p, g, peak > 0 ? 100 * g / peak : 0}'
     [ -n "${C_BASELINE:-}" ] && awk -v a="${tok[C]}" -v b="${tok[C0]}" -v p="$preset" \
         'BEGIN {printf "%-6s ratio C/C0 (this build over the baseline): tokens/s %.2fx\n", p, a / b}'
     unset tok rss rounds
@@ -182,6 +204,6 @@ echo "(logs in $LOG/; load average now $(cut -d' ' -f1-3 /proc/loadavg))"
 if [ "$PROFILE" = 1 ] && [ -f dev/bench/profile_cpu.c ]; then
     echo
     echo "== dev/bench/profile_cpu.c (d12, B=$B T=$T, $THREADS threads)"
-    ${CC:-gcc} -O3 -march=native -fopenmp -DOMP -I. -o "$LOG/profile_cpu" dev/bench/profile_cpu.c -lm \
+    ${CC:-gcc} $(make -s --no-print-directory print-cflags 2>/dev/null | tail -1) -I. -o "$LOG/profile_cpu" dev/bench/profile_cpu.c -lm \
         && OMP_NUM_THREADS=$THREADS "$LOG/profile_cpu" -e d12 -b $B -t $T
 fi

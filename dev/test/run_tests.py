@@ -25,6 +25,7 @@ SUITES = [
     ("data", "data scripts"),
     ("oracle", "PyTorch oracle"),
     ("reference", "CPU trainer vs PyTorch"),
+    ("cpu_vector", "CPU trainer: the widest vectors the CPU has"),
     ("cli", "CPU trainer command line"),
     ("mpi", "distributed window (MPI)"),
     ("fuzz", "hostile inputs (fuzz)"),
@@ -43,6 +44,7 @@ SUITES = [
 # fuzz suite, the grids beyond P=2, AddressSanitizer, the fp32 CUDA build, Hugging Face, flash attention.
 CHECK = [
     "reference",                                   # train_gpt2 vs PyTorch: logits, every gradient, the window, the trajectory
+    "cpu_vector",                                  # the matmul's vector path is the CPU's widest, same bits as plain C
     "cli:resume",                                  # bit-identical resume
     "cli:bad",                                     # bad flags: one line, exit 1
     "mpi:grid_P2_K2",                              # one mpirun grid point at P=2 against P=1 and PyTorch
