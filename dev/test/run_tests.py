@@ -26,6 +26,7 @@ SUITES = [
     ("oracle", "PyTorch oracle"),
     ("reference", "CPU trainer vs PyTorch"),
     ("cli", "CPU trainer command line"),
+    ("signal", "a run told to stop saves itself (SIGTERM, SIGUSR1)"),
     ("mpi", "distributed window (MPI)"),
     ("fuzz", "hostile inputs (fuzz)"),
     ("sft", "SFT rows and exact accumulation"),
