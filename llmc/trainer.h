@@ -404,12 +404,10 @@ static void agree_on_options(const TrainOptions* o, Trainable* tr, Comm* c) {
 // ----------------------------------------------------------------------------
 // Told to stop. A cluster ends a run with a signal some time before the kill: Slurm sends SIGTERM at
 // preemption and at the time limit (or the signal asked for, --signal=USR1@120, that long before it),
-// Kubernetes sends SIGTERM. The handler only records the signal; the window in progress finishes,
-// the record travels in its scalar all-reduce (window.h), and every rank checkpoints the same step and
-// exits with EXIT_STOPPED (args.h). A second signal records itself again, so it cannot interrupt the
-// checkpoint being written.
-
-static volatile sig_atomic_t stop_signal = 0;  // the last SIGTERM or SIGUSR1 received, 0 for none
+// Kubernetes sends SIGTERM. The handler only records the signal (window.h's stop_signal); the window
+// in progress finishes, the record travels in its scalar all-reduce, and every rank checkpoints the
+// same step and exits with EXIT_STOPPED (args.h). A second signal records itself again, so it cannot
+// interrupt the checkpoint being written.
 
 static void record_stop_signal(int signo) { stop_signal = signo; }
 
@@ -673,7 +671,7 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
     log_open(&log, o, master);
 
     WindowOptions wo = { o->zero_stage, o->sync_each_microstep, o->beta1, o->beta2, o->eps, o->weight_decay,
-                         o->grad_clip, o->dump_grads[0] ? o->dump_grads : NULL, &stop_signal };
+                         o->grad_clip, o->dump_grads[0] ? o->dump_grads : NULL };
     double total_ms = 0.0;
     int timed_steps = 0;
     CommStats window_comm;  // summed over windows, to show that nothing else was communicated in them

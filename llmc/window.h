@@ -10,8 +10,8 @@
 //
 // N is the number of valid targets in the whole window (all micro-steps, all ranks), so the update is
 // the one a single device would make on the whole batch, however unevenly valid tokens fall.
-// `stop` is 1 on a rank that was asked to stop (a signal, see trainer.h): its sum tells every rank, in
-// the same call, so all ranks stop after the same window.
+// `stop` is 1 on a rank that was asked to stop (stop_signal below): its sum tells every rank, in the
+// same call, so all ranks stop after the same window.
 // The device math lives behind the Trainable interface; train_gpt2.c and train_gpt2.cu fill it in.
 #ifndef LLMC_WINDOW_H
 #define LLMC_WINDOW_H
@@ -74,8 +74,11 @@ typedef struct {
     int sync_each_microstep;    // reduce-scatter after every micro-step into grad_shard_acc
     float beta1, beta2, eps, weight_decay, grad_clip;
     const char* dump_grads;     // append each window's normalized gradient here (tests), or NULL
-    const volatile sig_atomic_t* stop;  // nonzero: this rank was asked to stop (read once a window); NULL: never
 } WindowOptions;
+
+// The signal that asked this rank to stop, 0 for none: recorded by trainer.h's SIGTERM and SIGUSR1
+// handler (a handler can only set a global), read by each window once, for its all-reduce.
+static volatile sig_atomic_t stop_signal = 0;
 
 typedef struct {
     double loss;                // loss_sum / N
@@ -173,7 +176,7 @@ static WindowResult train_window(Trainable* tr, DataLoader* loader, Comm* c, con
 
     // 3. One tiny all-reduce: loss sum, valid count, squared norm of the summed gradient, and how many
     //    ranks were asked to stop (a signal may reach one rank only). Doubles count tokens exactly up to 2^53.
-    double asked_to_stop = o->stop != NULL && *o->stop != 0 ? 1.0 : 0.0;
+    double asked_to_stop = stop_signal != 0 ? 1.0 : 0.0;
     double scalars[4] = { loss_sum, valid, tr->sumsq(tr, shard, S), asked_to_stop };
     comm_scalars(c, scalars, 4);
     double N = scalars[1];
