@@ -75,13 +75,13 @@ def reference_emulated():
 
 def start_training(cmd, d, log):
     """Starts cmd with its output in files and waits until the log holds 2 lines (2 windows trained)."""
-    stdout, stderr = open(os.path.join(d, "stdout"), "w"), open(os.path.join(d, "stderr"), "w")
-    p = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, **ENV), stdout=stdout, stderr=stderr)
+    with open(os.path.join(d, "stdout"), "w") as stdout, open(os.path.join(d, "stderr"), "w") as stderr:
+        p = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, **ENV), stdout=stdout, stderr=stderr)
     deadline = time.time() + 120
     while len(read_log(log)) < 2:
         if p.poll() is not None:
             raise AssertionError(f"the run ended (exit {p.returncode}) before its second window: "
-                                 f"{tail(open(os.path.join(d, 'stderr')).read(), 3)}")
+                                 f"{tail(text(os.path.join(d, 'stderr')), 3)}")
         if time.time() > deadline:
             p.kill()
             raise AssertionError("no second window within 120 s")
@@ -157,6 +157,11 @@ def without_times(log):
     return [{k: v for k, v in line.items() if k != "ms"} for line in read_log(log)]
 
 
+def text(path):
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
 def files_equal(a, b):
     with open(a, "rb") as fa, open(b, "rb") as fb:
         return fa.read() == fb.read()
@@ -176,8 +181,7 @@ def stop_and_resume(name, program, P, sig, target, reference, storm=False):
     pids = [p.pid] if target == "mpirun" else [ranks[1]] if target == "rank1" else list(ranks.values())
     send(pids, sig)
     rc = wait_stopped(p, pids, sig, storm)
-    stdout = open(os.path.join(d, "stdout")).read()
-    stderr = open(os.path.join(d, "stderr")).read()
+    stdout, stderr = text(os.path.join(d, "stdout")), text(os.path.join(d, "stderr"))
     assert rc == EXIT_STOPPED, f"exit {rc}, expected {EXIT_STOPPED}: {tail(stderr or stdout, 3)}"
 
     steps = checkpoint_steps(out)
@@ -223,7 +227,7 @@ def no_output_dir():
     p = start_training(command("./train_gpt2", 1, None, log), d, log)
     send([p.pid], signal.SIGTERM)
     rc = wait_stopped(p, [p.pid], signal.SIGTERM, False)
-    stdout = open(os.path.join(d, "stdout")).read()
+    stdout = text(os.path.join(d, "stdout"))
     trained = len([line for line in read_log(log) if "trl" in line])
     line = f"stopped after step {trained}/{STEPS} on SIGTERM: no checkpoint written"
     assert rc == EXIT_STOPPED_UNSAVED and line in stdout, f"exit {rc}, expected {EXIT_STOPPED_UNSAVED} and '{line}': {tail(stdout, 2)}"
