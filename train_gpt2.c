@@ -1033,9 +1033,9 @@ int main(int argc, char** argv) {
         printf("vector path: matmul %s\n", MM_PATH);
     }
     Trainable tr = gpt2_trainable(&model);
-    run_training(&opt, &tr, &comm);
+    int rc = run_training(&opt, &tr, &comm);  // 0, or EXIT_STOPPED(_UNSAVED) when told to stop
     gpt2_free(&model);
     comm_finalize(&comm);
-    return 0;
+    return rc;
 }
 #endif

@@ -850,7 +850,7 @@ int main(int argc, char** argv) {
         printf("attention: %s (-attn %s)\n", flash ? "flash, no (B,NH,T,T) buffers" : "materialized (B,NH,T,T)", opt.attn);
     }
     Trainable tr = gpt2_trainable(&model, peak);
-    run_training(&opt, &tr, &comm);
+    int rc = run_training(&opt, &tr, &comm);  // 0, or EXIT_STOPPED(_UNSAVED) when told to stop
     if (comm.rank == 0) {
         size_t free_b = 0, total_b = 0;
         cudaCheck(cudaMemGetInfo(&free_b, &total_b));
@@ -859,6 +859,6 @@ int main(int argc, char** argv) {
     }
     gpt2_free(&model);
     comm_finalize(&comm);
-    return 0;
+    return rc;
 }
 #endif

@@ -148,6 +148,11 @@ static int arg_in_range(const ArgSpec* s, double v) {
     return above && below;
 }
 
+// Exit codes besides 0 (every step done) and 1 (an error, said in one line). A requeue script tests
+// EXIT_STOPPED: the run was told to stop (SIGTERM, SIGUSR1) and saved itself (trainer.h).
+#define EXIT_STOPPED 75            // checkpoint written: run again with -y 1 (sysexits' EX_TEMPFAIL, "try again")
+#define EXIT_STOPPED_UNSAVED 76    // no -o: nothing was saved, nothing to resume
+
 static void print_usage(const char* program) {
     printf("usage: %s [flag value]...\n", program);
     for (int i = 0; i < NUM_TRAIN_ARGS; i++) {
@@ -160,6 +165,9 @@ static void print_usage(const char* program) {
         printf("  %-22s %s (default %s%s)\n", TRAIN_ARGS[i].flag, TRAIN_ARGS[i].help,
                TRAIN_ARGS[i].fallback[0] ? TRAIN_ARGS[i].fallback : "\"\"", range);
     }
+    printf("SIGTERM or SIGUSR1: the window in progress finishes, every rank checkpoints that step in -o and the run exits\n"
+           "with code %d (run again with -y 1 to continue), or %d without -o (nothing saved). Other exit codes: 0 done,\n"
+           "1 an error (said in one line).\n", EXIT_STOPPED, EXIT_STOPPED_UNSAVED);
 }
 
 // Stores text into the field described by spec; returns 0 if the text is not a valid value of the

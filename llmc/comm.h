@@ -4,7 +4,7 @@
 //   reduce_scatter  sum the gradient buffer over ranks, each rank keeps its 1/P shard    (once per window)
 //   all_reduce      sum a whole buffer in place (the -z 0 path, no sharding)
 //   all_gather      every rank's updated parameter shard to every rank, in place         (once per window)
-//   scalars         sum a few doubles: [loss sum, valid count, squared norm]              (once per window)
+//   scalars         sum a few doubles: [loss sum, valid count, squared norm, stop]        (once per window)
 //   broadcast, barrier: bootstrapping and checkpoints, never inside a window.
 // Back ends: "single" (one process, no MPI needed), "mpi" (CPU, -DUSE_MPI) and "nccl"
 // (GPU, llmc/comm_nccl.cuh). Buffers live where the back end computes: host memory for single

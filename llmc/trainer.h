@@ -5,6 +5,7 @@
 #define LLMC_TRAINER_H
 
 #include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include "utils.h"
 #include "format.h"
@@ -401,6 +402,30 @@ static void agree_on_options(const TrainOptions* o, Trainable* tr, Comm* c) {
 }
 
 // ----------------------------------------------------------------------------
+// Told to stop. A cluster ends a run with a signal some time before the kill: Slurm sends SIGTERM at
+// preemption and at the time limit (or the signal asked for, --signal=USR1@120, that long before it),
+// Kubernetes sends SIGTERM. The handler only records the signal (window.h's stop_signal); the window
+// in progress finishes, the record travels in its scalar all-reduce, and every rank checkpoints the
+// same step and exits with EXIT_STOPPED (args.h). A second signal records itself again, so it cannot
+// interrupt the checkpoint being written.
+
+static void record_stop_signal(int signo) { stop_signal = signo; }
+
+// SA_RESTART: a read or write under way when the signal lands carries on instead of failing with EINTR.
+static void install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = record_stop_signal;
+    sa.sa_flags = SA_RESTART;
+    if (sigemptyset(&sa.sa_mask) != 0 || sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGUSR1, &sa, NULL) != 0)
+        die("cannot install the SIGTERM and SIGUSR1 handlers: %s", strerror(errno));
+}
+
+static const char* stop_signal_name(int signo) {
+    return signo == SIGTERM ? "SIGTERM" : signo == SIGUSR1 ? "SIGUSR1" : "a signal to another rank";
+}
+
+// ----------------------------------------------------------------------------
 // The run.
 
 // What a checkpoint must share with the run that resumes it: the model and the shape of the data
@@ -536,6 +561,24 @@ static void run_hellaswag(Trainable* tr, const EvalSet* es, Comm* c, TrainLog* l
              (double)h.correct / h.examples, h.examples, tokens);
 }
 
+// The window before `step` carried a stop request: every rank saves `step` (with -o) and the run ends
+// before that step's evaluations and samples, which the resumed run starts with, so its log continues
+// this one's as if the run had never stopped.
+static int stop_on_request(const TrainOptions* o, Trainable* tr, Comm* c, int step, int max_steps,
+                           uint64_t config_hash, const Rng* rng, const DataLoader* train) {
+    int saved = o->out_dir[0] != '\0';
+    if (saved) save_checkpoint(o, tr, c, step, config_hash, rng, train);
+    if (c->rank == 0 && saved)
+        printf("stopped after step %d/%d on %s: checkpoint of step %d in %s, run again with -y 1 to continue "
+               "(exit code %d)\n", step, max_steps, stop_signal_name(stop_signal), step, o->out_dir, EXIT_STOPPED);
+    else if (c->rank == 0)
+        printf("stopped after step %d/%d on %s: no checkpoint written, as there is no output directory (-o) "
+               "(exit code %d)\n", step, max_steps, stop_signal_name(stop_signal), EXIT_STOPPED_UNSAVED);
+    fflush(stdout);
+    return saved ? EXIT_STOPPED : EXIT_STOPPED_UNSAVED;
+}
+
+// Returns the process's exit code: 0 when every step is done, EXIT_STOPPED(_UNSAVED) when told to stop.
 static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
     const GPT2Config* cfg = &tr->config;
     int master = c->rank == 0;
@@ -634,7 +677,13 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
     CommStats window_comm;  // summed over windows, to show that nothing else was communicated in them
     memset(&window_comm, 0, sizeof(window_comm));
     double tokens_seen = tokens_before_step(&ks, start, c->world, o->B, o->T);
+    int exit_code = 0, windows = 0, stopping = 0;
+    install_stop_handlers();  // from here on a run has something to save
     for (int step = start; step <= max_steps; step++) {
+        if (stopping) {
+            exit_code = stop_on_request(o, tr, c, step, max_steps, config_hash, &rng, &train);
+            break;
+        }
         int last = step == max_steps;
         if (has_val && (step % o->val_every == 0 || last)) validate(o, tr, &val, c, step, tokens_seen, &log);
         if (o->hellaswag && ((o->val_every > 0 && step % o->val_every == 0) || last))
@@ -649,6 +698,8 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
         float lr = lr_at_step(step, o->lr, o->warmup, max_steps, o->final_lr_frac);
         double t0 = wall_seconds();
         WindowResult r = train_window(tr, &train, c, &wo, K, lr, step);
+        windows++;
+        stopping = r.stop;  // the same on every rank: the all-reduced count of ranks asked to stop
         if (r.nonfinite) {  // every rank has the same all-reduced sums: all stop here, rank 0 says why
             char reason[300];
             snprintf(reason, sizeof(reason), "step %d/%d: the window loss is %g and the gradient norm %g (non-finite): "
@@ -691,9 +742,9 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
             log_line(&log, "s:%d trl:%.6f valid:%.0f k:%d tok:%.0f lr:%.6e norm:%.6f ms:%.1f\n", step, r.loss,
                      r.num_valid, K, tokens_seen, lr, r.grad_norm, ms);
     }
-    if (master && max_steps > start) {
+    if (master && windows > 0) {
         char title[64];
-        snprintf(title, sizeof(title), "communication in %d window(s)", max_steps - start);
+        snprintf(title, sizeof(title), "communication in %d window(s)", windows);
         comm_print_stats(&window_comm, title);
     }
     if (master && timed_steps > 0)
@@ -704,7 +755,7 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
     dataloader_free(&train);
     if (has_val) dataloader_free(&val);
     if (o->hellaswag) evalset_free(&hellaswag);
-    return 0;
+    return exit_code;
 }
 
 #endif // LLMC_TRAINER_H

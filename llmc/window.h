@@ -3,18 +3,21 @@
 //   micro-steps 1..K (no communication):   grads += d(sum of losses)/dparams,  loss_sum, valid += ...
 //   end of window:
 //     reduce-scatter(grads) -> this rank's shard G_r (summed over ranks)      [1 call]
-//     all-reduce [loss_sum, N, |G_r|^2] -> global sums                         [1 call]
+//     all-reduce [loss_sum, N, |G_r|^2, stop] -> global sums                   [1 call]
 //     g = G / N;  norm = |G| / N;  clip = min(1, grad_clip / (norm + 1e-6))
 //     AdamW on this rank's shard with gradient G_r * (clip / N)
 //     all-gather(params) -> every rank has every updated shard                [1 call]
 //
 // N is the number of valid targets in the whole window (all micro-steps, all ranks), so the update is
 // the one a single device would make on the whole batch, however unevenly valid tokens fall.
+// `stop` is 1 on a rank that was asked to stop (stop_signal below): its sum tells every rank, in the
+// same call, so all ranks stop after the same window.
 // The device math lives behind the Trainable interface; train_gpt2.c and train_gpt2.cu fill it in.
 #ifndef LLMC_WINDOW_H
 #define LLMC_WINDOW_H
 
 #include <math.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <unistd.h>
 #include "utils.h"
@@ -73,12 +76,17 @@ typedef struct {
     const char* dump_grads;     // append each window's normalized gradient here (tests), or NULL
 } WindowOptions;
 
+// The signal that asked this rank to stop, 0 for none: recorded by trainer.h's SIGTERM and SIGUSR1
+// handler (a handler can only set a global), read by each window once, for its all-reduce.
+static volatile sig_atomic_t stop_signal = 0;
+
 typedef struct {
     double loss;                // loss_sum / N
     double num_valid;           // N
     double grad_norm;           // |G| / N, before clipping
     int skipped;                // N == 0: no update
     int nonfinite;              // the loss or the gradient norm is NaN or Inf: no update (the caller stops)
+    int stop;                   // some rank was asked to stop: every rank stops after this window
     CommStats comm;             // what this window communicated
 } WindowResult;
 
@@ -166,12 +174,14 @@ static WindowResult train_window(Trainable* tr, DataLoader* loader, Comm* c, con
         shard = (const char*)tr->grads + (size_t)c->rank * S * dtype_size(tr->grad_type);
     }
 
-    // 3. One tiny all-reduce: loss sum, valid count and squared norm of the summed gradient.
-    //    Doubles count tokens exactly up to 2^53.
-    double scalars[3] = { loss_sum, valid, tr->sumsq(tr, shard, S) };
-    comm_scalars(c, scalars, 3);
+    // 3. One tiny all-reduce: loss sum, valid count, squared norm of the summed gradient, and how many
+    //    ranks were asked to stop (a signal may reach one rank only). Doubles count tokens exactly up to 2^53.
+    double asked_to_stop = stop_signal != 0 ? 1.0 : 0.0;
+    double scalars[4] = { loss_sum, valid, tr->sumsq(tr, shard, S), asked_to_stop };
+    comm_scalars(c, scalars, 4);
     double N = scalars[1];
     r.num_valid = N;
+    r.stop = scalars[3] > 0.0;
     // Every rank holds the same sums, so every rank takes the same branch: no rank is left waiting
     // in the all-gather. A NaN or Inf would spread to every parameter through AdamW: skip the update.
     if (!isfinite(scalars[0]) || !isfinite(scalars[2])) {

@@ -27,6 +27,7 @@ SUITES = [
     ("reference", "CPU trainer vs PyTorch"),
     ("cpu_vector", "CPU trainer: the widest vectors the CPU has"),
     ("cli", "CPU trainer command line"),
+    ("signal", "a run told to stop saves itself (SIGTERM, SIGUSR1)"),
     ("mpi", "distributed window (MPI)"),
     ("fuzz", "hostile inputs (fuzz)"),
     ("sft", "SFT rows and exact accumulation"),
