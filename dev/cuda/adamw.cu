@@ -220,6 +220,7 @@ static void run_case(const char* label, Rng* rng, size_t n) {
     char name[160];
     const int block_sizes[] = {64, 128, 256, 512, 1024};
     for (int bs : block_sizes) {
+        if (quick_skip(bs, block_sizes)) { continue; }
         upload(d_master, master); upload(d_m, m0); upload(d_v, v0); upload(d_params, params);
         adamw_update(d_master, d_params, d_m, d_v, d_grads, n, lr, b1, b2, eps, wd, gs, bc1, bc2, 1234u, 0, 0, bs);
         snprintf(name, sizeof(name), "%s %s grads block %d m", label, type_name<GradT>(), bs);      validate(name, d_m, ref.m, 0.0f, 1e-12f, &ref.tol_m);
@@ -273,12 +274,17 @@ int main() {
     print_device_info();
     Rng rng = rng_create(8);
     printf("validation\n");
-    run_case<float>("n=1048579", &rng, (1 << 20) + 3);
-    run_case<floatX>("n=1048579", &rng, (1 << 20) + 3);
+    if (!quick_mode()) {
+        run_case<float>("n=1048579", &rng, (1 << 20) + 3);
+        run_case<floatX>("n=1048579", &rng, (1 << 20) + 3);
+    } else {   // the seed checks need n >= 1000
+        run_case<floatX>("n=4099", &rng, 4099);
+    }
     run_case<float>("n=5", &rng, 5);
     printf("the 128-bit path and the scalar path\n");
     const size_t counts[] = {1, 5, 8, 13, 4096, 100005};
     for (size_t n : counts) {
+        if (quick_mode() && n > 13) { continue; }
         for (int with_master = 1; with_master >= 0; with_master--) {
             check_paths<float>(&rng, n, with_master, 12345);
             check_paths<floatX>(&rng, n, with_master, 12345);

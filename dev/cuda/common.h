@@ -15,6 +15,7 @@ dev/cuda/common.h: the shared harness for the standalone kernel tests in dev/cud
     run so each run starts with a cold cache.
   - skip_benchmarks(): true under the CPU emulation (dev/cpucuda), where times mean nothing: a
     harness then ends after its validations (CPUCUDA_BENCH=1 runs the benchmarks anyway).
+  - quick_mode(), quick_skip(): CPUCUDA_QUICK=1 runs a harness's smallest validations only.
 
 Tolerance vocabulary used by the tests:
   BF16_RTOL = 2^-7: a result rounded once to bf16 is within 2^-8 relative of the exact value (8
@@ -42,6 +43,17 @@ Tolerance vocabulary used by the tests:
 #else
 #define EMULATED 0
 #endif
+// CPUCUDA_QUICK=1 (dev/test/test_cpucuda.py's quick_harnesses, the five-minute check): a harness runs
+// only its smallest validation cases, one block size each, still against its CPU reference, and no
+// benchmark. Without it (every GPU run, and the full emulated runs) nothing changes.
+inline bool quick_mode() {
+    static const int quick = getenv("CPUCUDA_QUICK") != NULL && getenv("CPUCUDA_QUICK")[0] == '1';
+    return quick != 0;
+}
+// For a loop over a harness's block sizes: `if (quick_skip(bs, block_sizes)) { continue; }` keeps the
+// first one in quick mode.
+template<size_t N>
+inline bool quick_skip(int bs, const int (&block_sizes)[N]) { return quick_mode() && bs != block_sizes[0]; }
 #define FP32_EPS (1.0f / 16777216.0f)
 // relative error allowed for tanhf: with --use_fast_math (FAST_MATH=1) it becomes tanh.approx.f32,
 // whose relative error is about 2^-11; 2^-10 covers it. Without fast math tanhf is within a few ulp.
@@ -246,6 +258,10 @@ inline void check_bitwise_equal(const char* name, const void* d_a, const void* d
 // Called between the validations and the benchmark section: under the CPU emulation it prints the
 // harness's closing line and returns true, and the harness returns 0 without benchmarking.
 inline bool skip_benchmarks(const char* harness) {
+    if (quick_mode()) {
+        printf("%s: ALL OK (quick mode, CPUCUDA_QUICK=1: the smallest validations only, no benchmark)\n", harness);
+        return true;
+    }
 #ifdef CPUCUDA
     const char* s = getenv("CPUCUDA_BENCH");
     if (s == NULL || s[0] != '1') {

@@ -129,6 +129,7 @@ static void check_counter_zero(const char* name, const float* d_scratch) {
 template<typename GradT>
 static void test_llmc(const char* label, int N, int C, Rng* rng, const int* block_sizes, int nbs, bool run_naive,
                       int offset_mask = 0) {
+    if (quick_mode()) { nbs = 1; }
     std::vector<float> inp((size_t)N * C);
     for (int n = 0; n < N; n++) {
         float offset = rng_range(rng, -3.0f, 3.0f);
@@ -213,24 +214,24 @@ int main() {
     const int block_sizes[] = {32, 64, 128, 256, 512, 1024};
 
     printf("validation\n");
-    test_llmc<float>("N=8192 C=768", N, C, &rng, block_sizes, 6, true);
-    test_llmc<floatX>("N=8192 C=768", N, C, &rng, block_sizes, 6, false);
+    if (!quick_mode()) { test_llmc<float>("N=8192 C=768", N, C, &rng, block_sizes, 6, true); }
+    if (!quick_mode()) { test_llmc<floatX>("N=8192 C=768", N, C, &rng, block_sizes, 6, false); }
     test_llmc<float>("odd N=5 C=37", 5, 37, &rng, block_sizes, 6, true);
     test_llmc<floatX>("odd N=5 C=37", 5, 37, &rng, block_sizes, 6, false);
     const int bs_some[] = {32, 256, 1024}, bs_one[] = {256};
-    test_llmc<float>("N=256 C=1600", 256, 1600, &rng, block_sizes, 6, true);          // GPT-2 XL: 3 warps per block
-    test_llmc<floatX>("N=256 C=1600", 256, 1600, &rng, bs_some, 3, false);
+    if (!quick_mode()) { test_llmc<float>("N=256 C=1600", 256, 1600, &rng, block_sizes, 6, true); }          // GPT-2 XL: 3 warps per block
+    if (!quick_mode()) { test_llmc<floatX>("N=256 C=1600", 256, 1600, &rng, bs_some, 3, false); }
     test_llmc<float>("N=33 C=100", 33, 100, &rng, block_sizes, 6, true);              // not a multiple of 8
     test_llmc<floatX>("N=33 C=100", 33, 100, &rng, bs_some, 3, false);
-    test_llmc<float>("N=1237 C=64", 1237, 64, &rng, bs_some, 3, true);                // uneven row slices
-    test_llmc<float>("N=9 C=7000", 9, 7000, &rng, bs_some, 3, true);                  // accumulators in the scratch
-    test_llmc<floatX>("N=9 C=7000", 9, 7000, &rng, bs_one, 1, false);
-    test_llmc<float>("N=9 C=7001", 9, 7001, &rng, bs_one, 1, true);                   // ... and scalar
+    if (!quick_mode()) { test_llmc<float>("N=1237 C=64", 1237, 64, &rng, bs_some, 3, true); }                // uneven row slices
+    if (!quick_mode()) { test_llmc<float>("N=9 C=7000", 9, 7000, &rng, bs_some, 3, true); }                  // accumulators in the scratch
+    if (!quick_mode()) { test_llmc<floatX>("N=9 C=7000", 9, 7000, &rng, bs_one, 1, false); }
+    if (!quick_mode()) { test_llmc<float>("N=9 C=7001", 9, 7001, &rng, bs_one, 1, true); }                   // ... and scalar
     test_llmc<float>("C=768 dinp+1", 64, 768, &rng, bs_one, 1, false, OFF_DINP);
     test_llmc<float>("C=768 dout+1", 64, 768, &rng, bs_one, 1, false, OFF_DOUT);
     test_llmc<float>("C=768 inp+1", 64, 768, &rng, bs_one, 1, false, OFF_INP);
     test_llmc<float>("C=768 weight+1", 64, 768, &rng, bs_one, 1, false, OFF_W);
-    test_llmc<floatX>("C=1600 all +1", 64, 1600, &rng, bs_some, 3, false, OFF_DINP | OFF_DOUT | OFF_INP | OFF_W);
+    if (!quick_mode()) { test_llmc<floatX>("C=1600 all +1", 64, 1600, &rng, bs_some, 3, false, OFF_DINP | OFF_DOUT | OFF_INP | OFF_W); }
 
     if (skip_benchmarks("layernorm_backward")) { return 0; }
 
