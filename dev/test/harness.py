@@ -164,15 +164,6 @@ def tail(text, lines=6):
     return " | ".join(text.strip().splitlines()[-lines:])
 
 
-def step_losses(stdout):
-    """The loss of every 'step i/n | loss x' line, in order. (Old: read the log instead, logged(path, "trl").)"""
-    out = []
-    for line in stdout.splitlines():
-        if line.startswith("step ") and "| loss " in line:
-            out.append(float(line.split("| loss ")[1].split()[0]))
-    return out
-
-
 def read_log(path):
     """The trainer's key:value log (-log FILE, or -o's main.log; doc/formats.md) as a list of dicts, one
     per line, numbers as floats ('s' as an int). A missing file is an empty log."""
