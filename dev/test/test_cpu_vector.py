@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 
-from harness import BUILD, REPO, Skip, Suite, ensure_tinyshakespeare, fixture, run, tail
+from harness import BUILD, Skip, Suite, ensure_tinyshakespeare, fixture, run, tail
 
 suite = Suite(__file__)
 PATHS = {"avx512": ("AVX-512", "zmm"), "avx2": ("AVX2", "ymm"), "portable": ("portable C", None)}
