@@ -29,6 +29,7 @@ SUITES = [
     ("cli", "CPU trainer command line"),
     ("mpi", "distributed window (MPI)"),
     ("fuzz", "hostile inputs (fuzz)"),
+    ("sanitize", "hostile inputs under AddressSanitizer and UBSan"),
     ("sft", "SFT rows and exact accumulation"),
     ("hf", "Hugging Face, HellaSwag, plots"),
     ("cuda", "CUDA trainer"),
