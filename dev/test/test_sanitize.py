@@ -98,6 +98,15 @@ def refused_only(p):
     return not findings(p) and REFUSED in open(p, errors="replace").read()
 
 
+def summary(p):
+    """What a report found and where: 'ERROR: AddressSanitizer: heap-buffer-overflow, in f file:line'."""
+    lines = open(p, errors="replace").read().splitlines()
+    what = (findings(p) or lines[:1] or [""])[0]
+    what = re.sub(r" on address 0x\w+.*", "", re.sub(r"^==\d+==", "", what))
+    frame = next((re.sub(r"^#0 0x[0-9a-f]+ ", "", l.strip()) for l in lines if l.strip().startswith("#0 ")), "")
+    return what + (f", {frame}" if frame else "")
+
+
 def reports():
     return sorted(glob.glob(os.path.join(REPORTS, "*")))
 
@@ -120,15 +129,16 @@ def sanitized_case(name):
     def case():
         sanitized()
         before = set(reports())
-        fn()
-        new = [p for p in reports() if p not in before]
-        refused = [p for p in new if refused_only(p)]
-        bad = [p for p in new if p not in refused]
-        also = f" ({len(refused)} file(s) of refused allocations only, asked for)" if refused else ""
-        first = bad and ((findings(bad[0]) or [open(bad[0], errors="replace").readline().strip()])[0])
-        suite.check(not bad, f"{name}: no sanitizer report",
-                    f"{len(bad)} report(s) in {os.path.relpath(REPORTS, REPO)}, the first {os.path.basename(bad[0])}: {first}{also}"
-                    if bad else f"0 reports{also}")
+        try:
+            fn()
+        finally:  # also when a fixture's run failed: the report says why
+            new = [p for p in reports() if p not in before]
+            refused = [p for p in new if refused_only(p)]
+            bad = [p for p in new if p not in refused]
+            also = f" ({len(refused)} file(s) of refused allocations only, asked for)" if refused else ""
+            suite.check(not bad, f"{name}: no sanitizer report",
+                        f"{len(bad)} report(s) in {os.path.relpath(REPORTS, REPO)}, the first {os.path.basename(bad[0])}: "
+                        f"{summary(bad[0])}{also}" if bad else f"0 reports{also}")
     case.__name__, case.__doc__ = name, fn.__doc__
     return case
 
