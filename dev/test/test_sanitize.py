@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Hostile inputs against train_gpt2 built with AddressSanitizer and UBSan (make sanitize).
 
-The fuzz suite's cases (dev/test/test_fuzz.py) that reach the model, the loader, checkpoints and resume
-run here with build/sanitize/train_gpt2, one process and under mpirun: their own checks as in the fuzz
-suite, then one more per case, that no sanitizer reported anything while it ran. Undefined behaviour
-and out-of-bounds accesses are found where the fuzz suite's promises (exit 1, one error line) would
-pass anyway: a sanitizer that stops a program which was about to fail with exit 1 looks like success.
-So every report must reach a file of the report directory, whatever the program's exit code says.
+The fuzz suite's train_gpt2 cases (dev/test/test_fuzz.py: the command line, the model, the loader,
+checkpoints and resume, one process and under mpirun) run here with build/sanitize/train_gpt2: their
+own checks as in the fuzz suite, then one more per case, that no sanitizer reported anything while it
+ran. The fuzz checks alone could pass over a finding: a sanitizer stopping a program that was about to
+fail with exit 1 anyway (1 is also ASan's own exit code), or a rank stopping under mpirun, where any
+non-zero exit is what is expected. So every report ends in a file of the report directory (reports
+are kept under build/test/sanitize_reports/<case>/), whatever the exit code says.
 
     python3 dev/test/test_sanitize.py --list
     python3 dev/test/test_sanitize.py --only shards resume
@@ -108,7 +109,25 @@ def summary(p):
 
 
 def reports():
-    return sorted(glob.glob(os.path.join(REPORTS, "*")))
+    """The report files written since the last case's were filed away (file_reports)."""
+    return sorted(p for p in glob.glob(os.path.join(REPORTS, "*")) if os.path.isfile(p))
+
+
+def file_reports(name, new):
+    """Into REPORTS/<case>/: the next case's reports are then every file left at the top, even one whose
+    name (a process id, which the sanitizers write them under) comes round again."""
+    if not new:
+        return []
+    d = os.path.join(REPORTS, name)
+    os.makedirs(d, exist_ok=True)
+    moved = []
+    for p in new:
+        q = os.path.join(d, os.path.basename(p))
+        while os.path.exists(q):
+            q += "+"
+        shutil.move(p, q)
+        moved.append(q)
+    return moved
 
 
 @harness.fixture
@@ -128,16 +147,15 @@ def sanitized_case(name):
 
     def case():
         sanitized()
-        before = set(reports())
         try:
             fn()
         finally:  # also when a fixture's run failed: the report says why
-            new = [p for p in reports() if p not in before]
+            new = file_reports(name, reports())
             refused = [p for p in new if refused_only(p)]
             bad = [p for p in new if p not in refused]
             also = f" ({len(refused)} file(s) of refused allocations only, asked for)" if refused else ""
             suite.check(not bad, f"{name}: no sanitizer report",
-                        f"{len(bad)} report(s) in {os.path.relpath(REPORTS, REPO)}, the first {os.path.basename(bad[0])}: "
+                        f"{len(bad)} report(s) in {os.path.relpath(os.path.dirname(bad[0]), REPO)}, the first {os.path.basename(bad[0])}: "
                         f"{summary(bad[0])}{also}" if bad else f"0 reports{also}")
     case.__name__, case.__doc__ = name, fn.__doc__
     return case
