@@ -51,13 +51,18 @@ given thread count.
 
 // e^x: x = n ln2 + r with |r| <= ln2/2, e^r from a degree-6 polynomial (Cephes expf), 2^n put
 // straight into the exponent bits. Inputs below -87 give e^-87 (1.6e-38) rather than 0.
+// Non-finite inputs: +Inf is clamped like any large input and gives e^88 (1.65e38, finite), -Inf
+// gives e^-87; NaN passes the clamps (its comparisons are false) and gives NaN, through r and the
+// polynomial, whatever garbage its bits make of the scale. The bits are unsigned because NaN's are
+// arbitrary: shifting them as a signed int would be undefined behaviour (a negative value shifted,
+// or a positive one shifted into the sign bit), which the optimizer may assume never happens.
 static inline float exp_fast(float x) {
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
     float t = x * 1.44269504088896341f + 12582912.0f;  // adding 1.5 * 2^23 rounds x/ln2 to an integer n,
     float n = t - 12582912.0f;                          // which sits in t's low mantissa bits
-    int32_t bits;
+    uint32_t bits;
     memcpy(&bits, &t, sizeof(bits));
-    bits = (bits - 0x4B400000 + 127) << 23;             // 0x4B400000 is 12582912.0f: bits of 2^n
+    bits = (bits - 0x4B400000u + 127u) << 23;           // 0x4B400000 is 12582912.0f: bits of 2^n
     float scale;
     memcpy(&scale, &bits, sizeof(scale));
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;  // ln2 in two parts, so r is exact
@@ -71,7 +76,8 @@ static inline float exp_fast(float x) {
     return p * scale;
 }
 
-// tanh(u) = 1 - 2 / (e^(2u) + 1); saturates to +-1 where e^(2u) over- or underflows.
+// tanh(u) = 1 - 2 / (e^(2u) + 1); saturates to +-1 where e^(2u) over- or underflows, so +-Inf
+// give exactly +-1 (e^-87 vanishes beside the 1 it is added to), and NaN gives NaN.
 static inline float tanh_fast(float u) {
     return 1.0f - 2.0f / (exp_fast(2.0f * u) + 1.0f);
 }

@@ -30,6 +30,7 @@ SUITES = [
     ("signal", "a run told to stop saves itself (SIGTERM, SIGUSR1)"),
     ("mpi", "distributed window (MPI)"),
     ("fuzz", "hostile inputs (fuzz)"),
+    ("sanitize", "hostile inputs under AddressSanitizer and UBSan"),
     ("sft", "SFT rows and exact accumulation"),
     ("hf", "Hugging Face, HellaSwag, plots"),
     ("cuda", "CUDA trainer"),

@@ -28,7 +28,10 @@ from harness import BUILD, MPI_ENV, REPO, Skip, Suite, ensure_tinyshakespeare, f
 
 suite = Suite(__file__)
 counts = collections.Counter()
-WORK = os.path.join(BUILD, "fuzz")
+# The trainer under test and the work directory: dev/test/test_sanitize.py sets these to run the cases
+# with train_gpt2 built with AddressSanitizer and UBSan, beside (not over) this suite's files.
+TRAINER = os.environ.get("FUZZ_TRAINER", "./train_gpt2")
+WORK = os.path.join(BUILD, os.environ.get("FUZZ_WORK", "fuzz"))
 ENV1 = {"OMP_NUM_THREADS": "1"}
 LOG_IDS = itertools.count()
 
@@ -92,7 +95,7 @@ def snapshot(directory):
             if os.path.isfile(os.path.join(directory, n))}
 
 
-def expect_error(category, name, args, needle, binary="./train_gpt2", out_dir=None, mpi_cmd=None, timeout=60):
+def expect_error(category, name, args, needle, binary=TRAINER, out_dir=None, mpi_cmd=None, timeout=60):
     """A bad input: one line naming `needle`, exit 1, nothing written to out_dir (its files unchanged)."""
     inputs()
     before = snapshot(out_dir) if out_dir else None
@@ -115,7 +118,7 @@ def expect_error(category, name, args, needle, binary="./train_gpt2", out_dir=No
     return so, se
 
 
-def expect_training(category, name, args, steps, extra_check=None, binary="./train_gpt2", timeout=120):
+def expect_training(category, name, args, steps, extra_check=None, binary=TRAINER, timeout=120):
     """A valid edge input: exit 0, `steps` finite losses in the log."""
     inputs()
     log = path(f"training_{next(LOG_IDS)}.log")
@@ -130,7 +133,7 @@ def expect_training(category, name, args, steps, extra_check=None, binary="./tra
     return so, se
 
 
-def mpirun2(args_rank0, args_rank1, binary="./train_gpt2"):
+def mpirun2(args_rank0, args_rank1, binary=TRAINER):
     """Two ranks with their own arguments (MPMD: `mpirun -np 1 a : -np 1 b`)."""
     return ["mpirun", "--oversubscribe", "-np", "1", binary] + args_rank0 + [":", "-np", "1", binary] + args_rank1
 
@@ -223,7 +226,7 @@ def init_model():
     """A checkpoint written by a one-step run (stamped): dict(path, bytes, cfg, params)."""
     inputs()
     init = path("init.bin")
-    rc, so, se = run(["./train_gpt2"] + BASE + ["-x", "0", "-o", path("mk_init"), "-n", "1", "-x", "1", "-v", "0"], env=ENV1)
+    rc, so, se = run([TRAINER] + BASE + ["-x", "0", "-o", path("mk_init"), "-n", "1", "-x", "1", "-v", "0"], env=ENV1)
     if rc != 0:
         raise RuntimeError(f"a one-step run writing the initial checkpoint: {tail(se, 2)}")
     shutil.copy(path("mk_init/model_00000001.bin"), init)
@@ -288,7 +291,7 @@ NONFINITE_SETTINGS = [("-l 1e30", ["-l", "1e30"]), ("-c 1e30", ["-c", "1e30"]), 
 QUICK_NONFINITE = ("-l 1e30",)
 
 
-def expect_nonfinite_stop(category, name, extra, binary="./train_gpt2", timeout=60):
+def expect_nonfinite_stop(category, name, extra, binary=TRAINER, timeout=60):
     inputs()
     out = path(f"nan_{os.path.basename(binary)}_" + name.replace(" ", "_"))
     rc, so, se = run([binary] + BASE + extra + ["-x", "6", "-n", "1", "-o", out], env=ENV1, timeout=timeout)
@@ -424,7 +427,7 @@ def nonfinite():
     for name, extra in pick(NONFINITE_SETTINGS, QUICK_NONFINITE)[1]:
         expect_nonfinite_stop("non-finite", name, extra)
     inputs()
-    rc, so, se = run(["./train_gpt2"] + BASE + ["-l", "1e30", "-v", "1", "-x", "6"], env=ENV1, timeout=60)
+    rc, so, se = run([TRAINER] + BASE + ["-l", "1e30", "-v", "1", "-x", "6"], env=ENV1, timeout=60)
     errs = error_lines(se)
     # "printed as such": what the user reads, so the printed line.
     val_lines = [l for l in so.splitlines() if l.startswith("val loss")]
@@ -439,7 +442,7 @@ def run_a():
     """Run A: 6 steps, checkpoints at steps 2, 4 and 6."""
     inputs()
     d = path("run_a")
-    rc, so, se = run(["./train_gpt2"] + RUN + ["-x", "6", "-n", "2", "-o", d], env=ENV1)
+    rc, so, se = run([TRAINER] + RUN + ["-x", "6", "-n", "2", "-o", d], env=ENV1)
     if rc != 0 or not os.path.exists(os.path.join(d, "DONE_00000006")):
         raise RuntimeError(f"checkpoints: run A writes steps 2, 4, 6: {tail(se, 2)}")
     return d
@@ -516,7 +519,7 @@ def disk():
         d = copy_of_a("disk_full")
         os.symlink("/dev/full", os.path.join(d, "model_00000008.bin.tmp"))
         before = {k: v for k, v in snapshot(d).items() if k != "model_00000008.bin.tmp"}
-        rc, so, se = run(["./train_gpt2"] + RUN + ["-x", "8", "-n", "2", "-o", d, "-y", "1"], env=ENV1, timeout=60)
+        rc, so, se = run([TRAINER] + RUN + ["-x", "8", "-n", "2", "-o", d, "-y", "1"], env=ENV1, timeout=60)
         errs = error_lines(se)
         after = snapshot(d)
         ok = rc == 1 and len(errs) == 1 and "model_00000008.bin.tmp" in errs[0] and not os.path.lexists(os.path.join(d, "model_00000008.bin.tmp")) \
@@ -583,14 +586,14 @@ def mpi():
         expect_error("mpi", name, None, needle, mpi_cmd=mpirun2(a0, a1), timeout=90)
     out = path("mpi_nan")
     so, se = expect_error("mpi", "-l 1e30 with checkpoints every step", None, "non-finite", timeout=90,
-                          mpi_cmd=["mpirun", "--oversubscribe", "-np", "2", "./train_gpt2"] + BASE + ["-l", "1e30", "-x", "6", "-n", "1", "-o", out])
+                          mpi_cmd=["mpirun", "--oversubscribe", "-np", "2", TRAINER] + BASE + ["-l", "1e30", "-x", "6", "-n", "1", "-o", out])
     counts["mpi"] += 1
     suite.check(all_checkpoints_finite(out) and len([l for l in se.splitlines() if "error:" in l]) == 1,
                 "mpi: a NaN window under P=2: one line for the job, every checkpoint finite",
                 f"{len(glob.glob(os.path.join(out, 'model_*.bin')))} checkpoint(s)")
     d = copy_of_a("mpi_stale")
     expect_error("mpi", "a fresh P=2 run into another run's directory", None, "-o", out_dir=d,
-                 mpi_cmd=["mpirun", "--oversubscribe", "-np", "2", "./train_gpt2"] + RUN + ["-x", "2", "-n", "2", "-o", d], timeout=90)
+                 mpi_cmd=["mpirun", "--oversubscribe", "-np", "2", TRAINER] + RUN + ["-x", "2", "-n", "2", "-o", d], timeout=90)
 
 
 @suite.case
@@ -601,7 +604,7 @@ def mpi_validation_rows():
     vals = {}
     for P, B in [(1, 4), (1, 3), (2, 2), (2, 1), (2, 3)]:
         log = path(f"val_P{P}_B{B}.log")
-        cmd = ["mpirun", "--oversubscribe", "-np", str(P), "./train_gpt2"] + BASE + ["-x", "0", "-v", "1", "-m", "10", "-b", str(B),
+        cmd = ["mpirun", "--oversubscribe", "-np", str(P), TRAINER] + BASE + ["-x", "0", "-v", "1", "-m", "10", "-b", str(B),
                                                                                    "-log", log]
         rc, so, se = run(cmd, env=dict(MPI_ENV, **ENV1), timeout=90)
         v = logged(log, "tel")
