@@ -42,16 +42,19 @@ SUITES = [
 
 # make check: the inner loop, about five minutes on 2 cores once the programs are built. One case or a
 # few of each layer, chosen so that a break in the CPU forward/backward, in the window's normalization,
-# in the communication or in a CUDA kernel fails at least one of them (README, Tests). Left out: the
-# fuzz suite, the grids beyond P=2, AddressSanitizer, the fp32 CUDA build, Hugging Face, flash attention.
+# in the communication or in a CUDA kernel fails at least one of them (README, Tests; dev/test/
+# check_teeth.sh shows three such breaks caught). Left out: most of the fuzz suite, the grids beyond P=2,
+# the sanitizers, the fp32 CUDA build, Hugging Face, flash attention, the data scripts.
 CHECK = [
     "reference",                                   # train_gpt2 vs PyTorch: logits, every gradient, the window, the trajectory
     "cpu_vector",                                  # the matmul's vector path is the CPU's widest, same bits as plain C
     "cli:resume",                                  # bit-identical resume
     "cli:bad",                                     # bad flags: one line, exit 1
+    "signal:sigterm_P1",                           # SIGTERM: the window ends with a checkpoint, resume gives the same bits
     "mpi:grid_P2_K2",                              # one mpirun grid point at P=2 against P=1 and PyTorch
     "mpi:collectives",                             # one reduce-scatter, one all-reduce, one all-gather a window
     "fuzz:quick",                                  # the bad-input basics
+    "sft:window_exact_at_any_K",                   # K x B = 1 x KB on padded, masked rows
     "cpucuda:self_checks",                         # the emulation stops a deadlock, a lost lane, ...
     "cpucuda:quick_harnesses",                     # every dev/cuda harness at its smallest shape
     "cpucuda:grid_P2_K1",                          # one emulated CUDA window at P=2 against train_gpt2
