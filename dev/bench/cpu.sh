@@ -5,9 +5,10 @@
 #
 # For each preset (tiny, d12) at B=4 T=64 K=1 it runs C, Py, C, Py ... (ROUNDS rounds, alternating so
 # both sides see the same background load), takes the median step time over all steps but the first
-# of each run, and prints ms/step, tokens/s, peak RSS and the ratio C/Py of tokens/s. Before that it
-# says which BLAS PyTorch really calls (the one mapped into the process, not the one it was built
-# against) and the thread count of each side. Then it builds dev/bench/profile_cpu.c and prints the
+# of each run, and prints ms/step, tokens/s, peak RSS and the ratio C/Py of tokens/s, and the C step's
+# GFLOP/s as a fraction of the machine's sgemm peak. Before that it says which BLAS PyTorch really calls
+# (the one mapped into the process, not the one it was built against), the thread count of each side,
+# the CPU model, the C binary's vector path and the sgemm peak (numpy, same threads). Then it builds dev/bench/profile_cpu.c and prints the
 # per-layer table for d12. Environment knobs (defaults in brackets):
 #   THREADS [nproc]  PRESETS ["tiny d12"]  ROUNDS [2]  STEPS_tiny [20]  STEPS_d12 [8]
 #   PROFILE [1]: 0 skips the per-layer profile;  C_BIN [./train_gpt2]: the C trainer to time
@@ -193,7 +194,7 @@ for preset in $PRESETS; do
     # the whole step's rate as 6 flops per parameter per token (forward 2, backward 4), against sgemm
     params=$(grep -m1 -oE '[0-9]+ parameters' "$LOG/$preset.C.1.log" | cut -d' ' -f1)
     awk -v t="${tok[C]}" -v n="${params:-0}" -v peak="${SGEMM_GFLOPS:-0}" -v p="$preset" \
-        'BEGIN {g = 6 * n * t / 1e9; printf "%-6s C step: %.1f GFLOP/s (6N per token) = %.0f%% of the sgemm peak\n", p, g, peak > 0 ? 100 * g / peak : 0}'
+        'BEGIN {g = 6 * n * t / 1e9; printf "%-6s C step: %.1f GFLOP/s (6N per token) = %.0f%% of the sgemm peak\n", p, g, (peak > 0 ? 100 * g / peak : 0)}'
     [ -n "${C_BASELINE:-}" ] && awk -v a="${tok[C]}" -v b="${tok[C0]}" -v p="$preset" \
         'BEGIN {printf "%-6s ratio C/C0 (this build over the baseline): tokens/s %.2fx\n", p, a / b}'
     unset tok rss rounds
