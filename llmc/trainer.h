@@ -19,16 +19,6 @@
 #include "checkpoint.h"
 
 // ----------------------------------------------------------------------------
-// Flags: every rank reads its own command line, and a bad one stops the job with one line (ranks that
-// fail alike leave it to rank 0), before anything is loaded.
-
-static void parse_args_on_every_rank(TrainOptions* o, int argc, char** argv, Comm* c) {
-    char err[512] = "";
-    int rc = parse_args(o, argc, argv, err, sizeof(err));
-    comm_agree_or_die(c, "reading the flags", rc == 0 ? NULL : err);
-}
-
-// ----------------------------------------------------------------------------
 // Initial parameters: a checkpoint file, or a preset initialized from the seed.
 
 // GPT-2 initialization: N(0, 0.02) for matrices and embeddings, residual projections scaled by
@@ -119,9 +109,6 @@ static void sample_and_print(Trainable* tr, const Tokenizer* tk, Rng* rng, int g
     free(logits);
 }
 
-// ----------------------------------------------------------------------------
-// Every rank agrees before it computes: options, model, initial parameters, data sizes, steps.
-
 // Hash of this rank's parameters as fp32 (what the checkpoint would hold), to compare across ranks.
 static uint64_t parameters_hash(Trainable* tr) {
     float* host = (float*)mallocCheck(tr->num_params * sizeof(float));
@@ -129,41 +116,6 @@ static uint64_t parameters_hash(Trainable* tr) {
     uint64_t h = fnv1a(FNV1A_SEED, host, tr->num_params * sizeof(float));
     free(host);
     return h;
-}
-
-// A hash as a double for comm_agree_on_values: 53 of its bits, exactly.
-static double hash_value(uint64_t h) { return (double)(h >> 11); }
-
-// Every numeric flag (each by name), the K schedule and the model config must be the same on every
-// rank (paths may differ between nodes, so only whether each is given is compared), and so must the
-// initial parameters.
-static void agree_on_options(const TrainOptions* o, Trainable* tr, Comm* c) {
-    enum { EXTRA = 12 };
-    double values[NUM_TRAIN_ARGS + EXTRA];
-    const char* names[NUM_TRAIN_ARGS + EXTRA];
-    int n = 0;
-    for (int i = 0; i < NUM_TRAIN_ARGS; i++) {
-        const ArgSpec* s = &TRAIN_ARGS[i];
-        const char* field = (const char*)o + s->offset;
-        if (s->kind == ARG_STRING) continue;
-        names[n] = s->flag;
-        values[n++] = s->kind == ARG_INT ? *(const int*)field : s->kind == ARG_LONG ? (double)*(const long*)field : *(const float*)field;
-    }
-    const GPT2Config* cfg = &tr->config;
-    // Whether a path is given decides collectives (validation, checkpoints), so that must match too.
-    names[n] = "whether -j is given";     values[n++] = o->val_data[0] != '\0';
-    names[n] = "whether -o is given";     values[n++] = o->out_dir[0] != '\0';
-    names[n] = "whether -dump_grads is given"; values[n++] = o->dump_grads[0] != '\0';
-    names[n] = "-k_schedule";           values[n++] = hash_value(fnv1a(FNV1A_SEED, o->k_schedule, strlen(o->k_schedule)));
-    names[n] = "-attn";                 values[n++] = hash_value(fnv1a(FNV1A_SEED, o->attn, strlen(o->attn)));
-    names[n] = "the model's max_seq_len"; values[n++] = cfg->max_seq_len;
-    names[n] = "the model's vocab_size";  values[n++] = cfg->vocab_size;
-    names[n] = "the model's padded_vocab_size"; values[n++] = cfg->padded_vocab_size;
-    names[n] = "the model's num_layers";  values[n++] = cfg->num_layers;
-    names[n] = "the model's num_heads";   values[n++] = cfg->num_heads;
-    names[n] = "the model's channels";    values[n++] = cfg->channels;
-    names[n] = "the hash of the initial parameters (-e)"; values[n++] = hash_value(parameters_hash(tr));
-    comm_agree_on_values(c, "checking that every rank has the same configuration", values, names, n);
 }
 
 // ----------------------------------------------------------------------------
@@ -257,27 +209,6 @@ static void log_close(TrainLog* log) {
     log->f = NULL;
 }
 
-// Stops the job over something every rank knows alike (an all-reduced number): rank 0 says why.
-static void stop_together(Comm* c, const char* reason) {
-    comm_agree_or_die(c, "stopping", c->rank == 0 ? reason : NULL);
-}
-
-// What decides the schedule and the collectives must match on every rank: the data sizes (shards
-// may differ between nodes), whether validation runs, and the step count derived from them.
-static void agree_on_data(Comm* c, const DataLoader* train, const DataLoader* val, int has_val, int max_steps) {
-    const char* names[4] = { "training rows (-i)", "whether it validates (-j, -v)", "validation rows (-j)", "steps (-x)" };
-    double values[4] = { (double)train->total_rows, (double)has_val, has_val ? (double)val->total_rows : 0.0, (double)max_steps };
-    comm_agree_on_values(c, "checking that every rank has the same data", values, names, 4);
-}
-
-// After a resume: the state every rank restored must be the same run at the same place.
-static void agree_on_resumed_state(Comm* c, Trainable* tr, int start, const Rng* rng, const DataLoader* train) {
-    const char* names[4] = { "the resumed step", "the resumed RNG state", "the resumed loader position",
-                             "the hash of the resumed parameters" };
-    double values[4] = { (double)start, hash_value(rng->state), (double)train->next_row, hash_value(parameters_hash(tr)) };
-    comm_agree_on_values(c, "checking that every rank resumed the same state", values, names, 4);
-}
-
 // One evaluation of the validation loss; NaN or Inf stops the run (it would only get worse).
 static void validate(const TrainOptions* o, Trainable* tr, DataLoader* val, Comm* c, int step, double tokens_seen, TrainLog* log) {
     double num_valid = 0.0;
@@ -338,7 +269,7 @@ static int stop_on_request(const TrainOptions* o, Trainable* tr, Comm* c, int st
 static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
     const GPT2Config* cfg = &tr->config;
     int master = c->rank == 0;
-    agree_on_options(o, tr, c);
+    agree_on_options(c, o, cfg, parameters_hash(tr));
     uint64_t config_hash = resume_hash(o, cfg);
     if (o->pad && cfg->vocab_size <= GPT2_EOT) {
         char reason[200];
@@ -367,7 +298,7 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
         size_t epoch_steps = train.total_rows / rows_per_window;
         max_steps = epoch_steps < 1 ? 1 : epoch_steps > INT_MAX ? INT_MAX : (int)epoch_steps;
     }
-    agree_on_data(c, &train, &val, has_val, max_steps);
+    agree_on_data(c, train.total_rows, has_val, has_val ? val.total_rows : 0, max_steps);
     if (master) {
         printf("data: %zu training rows of T=%d (%s layout) in %d shard(s), %s%s\n", train.total_rows, o->T,
                o->pad ? "padded" : "packed", train.num_shards, o->shuffle ? "shuffled each epoch" : "in file order",
@@ -412,7 +343,7 @@ static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
     int start = 0;
     if (o->resume) {
         start = resume_checkpoint(o, tr, c, config_hash, &rng, &train);
-        agree_on_resumed_state(c, tr, start, &rng, &train);
+        agree_on_resumed_state(c, start, rng.state, train.next_row, parameters_hash(tr));
     }
     TrainLog log;
     log_open(&log, o, master);

@@ -287,8 +287,11 @@ def bad_ranks_disagree():
     """Ranks started with different -b fail naming the rank that differs."""
     base = two_step_args()
     rc, so, se = mpmd(base + ["-b", "2"], base + ["-b", "4"])
-    suite.check(rc != 0 and rc != 124 and "differs from rank 0" in se, "ranks that disagree on the config",
+    suite.check(rc != 0 and rc != 124 and "differs from rank 0 in -b" in se, "ranks that disagree on the config",
                 f"exit {rc}: {[l for l in se.splitlines() if 'error' in l][:1]}")
+    # The line also names what was being agreed on: the flags, not the data or a resumed state.
+    suite.check("(while checking that every rank has the same configuration)" in se,
+                "a disagreement names what disagreed", f"{[l for l in se.splitlines() if 'error' in l][:1]}")
 
 
 @suite.case
@@ -300,6 +303,8 @@ def bad_rank_data():
     rc, so, se = mpmd(base + ["-b", "2"], bad + ["-b", "2"])
     suite.check(rc != 0 and rc != 124 and "no data shard matches" in se, "a rank that cannot open its data",
                 f"exit {rc}: {[l for l in se.splitlines() if 'error' in l][:2]}")
+    suite.check("(while opening the training data (-i))" in se, "a failure names the phase it failed in",
+                f"{[l for l in se.splitlines() if 'error' in l][:2]}")
 
 
 if __name__ == "__main__":
