@@ -21,40 +21,6 @@
 // ----------------------------------------------------------------------------
 // Initial parameters: a checkpoint file, or a preset initialized from the seed.
 
-// GPT-2 initialization: N(0, 0.02) for matrices and embeddings, residual projections scaled by
-// 1/sqrt(2L) so the residual stream's variance does not grow with depth; LayerNorm 1 and 0; biases 0.
-static void gpt2_init_random(const GPT2Config* c, float* params, uint64_t seed) {
-    size_t sizes[NUM_PARAMETER_TENSORS];
-    gpt2_tensor_sizes(c, sizes);
-    Rng rng;
-    rng_seed(&rng, seed);
-    float* p = params;
-    float residual_std = 0.02f / sqrtf(2.0f * c->num_layers);
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        const char* name = GPT2_TENSOR_NAMES[i];
-        float std = (strcmp(name, "attprojw") == 0 || strcmp(name, "fcprojw") == 0) ? residual_std : 0.02f;
-        int is_ln_weight = strcmp(name, "ln1w") == 0 || strcmp(name, "ln2w") == 0 || strcmp(name, "lnfw") == 0;
-        for (size_t j = 0; j < sizes[i]; j++)
-            p[j] = GPT2_TENSOR_DECAY[i] ? std * rng_normal(&rng) : (is_ln_weight ? 1.0f : 0.0f);
-        if (strcmp(name, "wte") == 0)  // the padded vocabulary rows are never used: keep them zero
-            memset(p + (size_t)c->vocab_size * c->channels, 0, (size_t)(c->padded_vocab_size - c->vocab_size) * c->channels * sizeof(float));
-        p += sizes[i];
-    }
-}
-
-// The largest activation tensors grow as B*T*Vp (logits, probabilities), B*NH*T*T*L (attention) and
-// B*T*C*L (the layers). Their sizes are computed in double, where they cannot wrap, and refused past
-// 2^62 bytes: so the trainers' size_t arithmetic over them cannot overflow. Returns 0 or -1 with err.
-static int check_activation_sizes(const TrainOptions* o, const GPT2Config* c, char* err, size_t n) {
-    double BT = (double)o->B * o->T;
-    double floats = BT * c->padded_vocab_size * 2.0 + BT * c->num_heads * (double)o->T * c->num_layers * 2.0
-                  + BT * c->channels * c->num_layers * 32.0;
-    if (floats * 4.0 > 4.6e18)
-        return fail_with(err, n, "flags -b %d -t %d: the activations of this model would need about %.3g bytes, past 2^62",
-                         o->B, o->T, floats * 4.0);
-    return 0;
-}
-
 // Returns host fp32 parameters (num_params) and fills the config. Checks -t against the model's
 // max_seq_len and the activation sizes here, before the trainer allocates anything for (B, T).
 // Every rank loads its own -e; all agree before anyone aborts (one line when all fail alike).
@@ -70,7 +36,7 @@ static float* load_initial_parameters(const TrainOptions* o, GPT2Config* c, Comm
     if (params != NULL && o->T > c->max_seq_len)
         fail_with(err, sizeof(err), "flag -t %d exceeds the model's max_seq_len %d", o->T, c->max_seq_len);
     else if (params != NULL)
-        check_activation_sizes(o, c, err, sizeof(err));
+        gpt2_check_activation_sizes(c, o->B, o->T, err, sizeof(err));
     comm_agree_or_die(comm, "loading the initial model (-e)", err[0] ? err : NULL);
     return params;
 }
