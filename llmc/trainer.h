@@ -231,174 +231,241 @@ static int stop_on_request(const TrainOptions* o, Trainable* tr, Comm* c, int st
     return saved ? EXIT_STOPPED : EXIT_STOPPED_UNSAVED;
 }
 
-// Returns the process's exit code: 0 when every step is done, EXIT_STOPPED(_UNSAVED) when told to stop.
-static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
-    const GPT2Config* cfg = &tr->config;
-    int master = c->rank == 0;
-    agree_on_options(c, o, cfg, parameters_hash(tr));
-    uint64_t config_hash = resume_hash(o, cfg);
-    if (o->pad && cfg->vocab_size <= GPT2_EOT) {
-        char reason[200];
-        snprintf(reason, sizeof(reason), "flag -pad 1 needs the end-of-text token %d, beyond this model's vocab_size %d",
-                 GPT2_EOT, cfg->vocab_size);
-        stop_together(c, reason);
-    }
-
+// What one run holds from its start to its end; every part of the loop gets it explicitly.
+typedef struct {
+    uint64_t config_hash;      // resume_hash: the identity its checkpoints carry
     KSchedule ks;
-    resolve_k_schedule(o, c->world, &ks);
+    int max_steps, start;      // steps [start, max_steps): start > 0 after a resume
     DataLoader train, val;
-    open_loader(&train, o->train_data, o, c, cfg->vocab_size, "opening the training data (-i)");
-    if (o->shuffle) dataloader_shuffle(&train, o->seed);
-    int has_val = o->val_data[0] != '\0' && o->val_every > 0;
-    if (has_val) open_loader(&val, o->val_data, o, c, cfg->vocab_size, "opening the validation data (-j)");
-    EvalSet hellaswag;
-    memset(&hellaswag, 0, sizeof(hellaswag));
+    int has_val;
+    EvalSet hellaswag;         // loaded with -h 1
+    Tokenizer tk;              // rank 0, with -s: the samples' decoder
+    int start_token;           // the samples' first token
+    Rng rng;                   // the samples' draws; checkpointed
+    WindowOptions wo;
+    TrainLog log;
+} TrainRun;
+
+// The windows' time and traffic, for the summary. The first window of a run is not timed (it warms
+// up caches and, on a GPU, the kernels): ms and tokens are those of the timed windows only, so that
+// tokens / ms holds whatever K each window had (-k_schedule).
+typedef struct {
+    int windows, timed;
+    double ms, tokens;
+    CommStats comm;            // summed over windows, to show that nothing else was communicated in them
+} RunTotals;
+
+static void stop_unless_pad_fits(const TrainOptions* o, const GPT2Config* cfg, Comm* c) {
+    if (!o->pad || cfg->vocab_size > GPT2_EOT) return;
+    char reason[200];
+    snprintf(reason, sizeof(reason), "flag -pad 1 needs the end-of-text token %d, beyond this model's vocab_size %d",
+             GPT2_EOT, cfg->vocab_size);
+    stop_together(c, reason);
+}
+
+// The training and validation data, the HellaSwag examples, and the step count they decide.
+static void open_run_data(TrainRun* run, const TrainOptions* o, const GPT2Config* cfg, Comm* c) {
+    open_loader(&run->train, o->train_data, o, c, cfg->vocab_size, "opening the training data (-i)");
+    if (o->shuffle) dataloader_shuffle(&run->train, o->seed);
+    run->has_val = o->val_data[0] != '\0' && o->val_every > 0;
+    if (run->has_val) open_loader(&run->val, o->val_data, o, c, cfg->vocab_size, "opening the validation data (-j)");
     if (o->hellaswag) {
         char err[1400];
-        int rc = evalset_load(&hellaswag, o->hellaswag_file, cfg->vocab_size, err, sizeof(err));
+        int rc = evalset_load(&run->hellaswag, o->hellaswag_file, cfg->vocab_size, err, sizeof(err));
         comm_agree_or_die(c, "opening the HellaSwag file (-h_file)", rc == 0 ? NULL : err);
     }
-    int max_steps = o->max_steps;
-    if (max_steps < 0) {  // one epoch at the first step's K
-        size_t rows_per_window = (size_t)o->B * c->world * kschedule_at(&ks, 0);  // fits: resolve_k_schedule checked
-        size_t epoch_steps = train.total_rows / rows_per_window;
-        max_steps = epoch_steps < 1 ? 1 : epoch_steps > INT_MAX ? INT_MAX : (int)epoch_steps;
+    run->max_steps = o->max_steps;
+    if (run->max_steps < 0) {  // one epoch at the first step's K
+        size_t rows_per_window = (size_t)o->B * c->world * kschedule_at(&run->ks, 0);  // fits: resolve_k_schedule checked
+        size_t epoch_steps = run->train.total_rows / rows_per_window;
+        run->max_steps = epoch_steps < 1 ? 1 : epoch_steps > INT_MAX ? INT_MAX : (int)epoch_steps;
     }
-    agree_on_data(c, train.total_rows, has_val, has_val ? val.total_rows : 0, max_steps);
-    if (master) {
-        printf("data: %zu training rows of T=%d (%s layout) in %d shard(s), %s%s\n", train.total_rows, o->T,
-               o->pad ? "padded" : "packed", train.num_shards, o->shuffle ? "shuffled each epoch" : "in file order",
-               has_val ? "" : ", no validation");
-        if (o->val_defaulted_off)
-            printf("validation: off, because -i is not the default data and -j was not given (-j PATTERN validates)\n");
-        if (o->hellaswag) printf("hellaswag: %d examples from %s\n", hellaswag.num_examples, o->hellaswag_file);
-        if (o->pad && train.rows_truncated)
-            printf("data: %zu example(s) are longer than T=%d and will be truncated\n", train.rows_truncated, o->T);
-        printf("window: P=%d ranks x K=%d micro-steps x B=%d rows x T=%d = %.0f tokens per step%s; %s optimizer%s\n",
-               c->world, kschedule_at(&ks, 0), o->B, o->T, (double)c->world * kschedule_at(&ks, 0) * o->B * o->T,
-               ks.count > 1 ? " (K scheduled)" : "", o->zero_stage ? "sharded (ZeRO-1)" : "replicated (-z 0)",
-               o->sync_each_microstep ? ", reduce-scatter each micro-step" : "");
-        printf("steps: %d, lr %g warmup %d final fraction %g, weight decay %g, clip %g, comm back end %s\n",
-               max_steps, o->lr, o->warmup, o->final_lr_frac, o->weight_decay, o->grad_clip, c->backend->name);
-    }
+    agree_on_data(c, run->train.total_rows, run->has_val, run->has_val ? run->val.total_rows : 0, run->max_steps);
+}
 
-    Tokenizer tk;
-    memset(&tk, 0, sizeof(tk));
-    int start_token = GPT2_EOT;
-    if (o->sample_every > 0) {
-        char reason[300] = "";
-        if (master) {
-            tokenizer_init(&tk, o->tokenizer);
-            start_token = sample_start_token(&tk, cfg->vocab_size);
-            if (start_token < 0)
-                snprintf(reason, sizeof(reason), "flag -s %d: samples start from the end-of-text token %d, beyond this model's "
-                         "vocab_size %d (give -s 0, or a tokenizer -tk whose end-of-text token is in the vocabulary)",
-                         o->sample_every, tk.tokens ? tk.eot_token : GPT2_EOT, cfg->vocab_size);
-        }
-        comm_agree_or_die(c, "preparing samples", reason[0] ? reason : NULL);
+static void print_run_setup(const TrainRun* run, const TrainOptions* o, const Comm* c) {
+    const DataLoader* train = &run->train;
+    int K0 = kschedule_at(&run->ks, 0);
+    printf("data: %zu training rows of T=%d (%s layout) in %d shard(s), %s%s\n", train->total_rows, o->T,
+           o->pad ? "padded" : "packed", train->num_shards, o->shuffle ? "shuffled each epoch" : "in file order",
+           run->has_val ? "" : ", no validation");
+    if (o->val_defaulted_off)
+        printf("validation: off, because -i is not the default data and -j was not given (-j PATTERN validates)\n");
+    if (o->hellaswag) printf("hellaswag: %d examples from %s\n", run->hellaswag.num_examples, o->hellaswag_file);
+    if (o->pad && train->rows_truncated)
+        printf("data: %zu example(s) are longer than T=%d and will be truncated\n", train->rows_truncated, o->T);
+    printf("window: P=%d ranks x K=%d micro-steps x B=%d rows x T=%d = %.0f tokens per step%s; %s optimizer%s\n",
+           c->world, K0, o->B, o->T, (double)c->world * K0 * o->B * o->T,
+           run->ks.count > 1 ? " (K scheduled)" : "", o->zero_stage ? "sharded (ZeRO-1)" : "replicated (-z 0)",
+           o->sync_each_microstep ? ", reduce-scatter each micro-step" : "");
+    printf("steps: %d, lr %g warmup %d final fraction %g, weight decay %g, clip %g, comm back end %s\n",
+           run->max_steps, o->lr, o->warmup, o->final_lr_frac, o->weight_decay, o->grad_clip, c->backend->name);
+}
+
+// Rank 0 loads the tokenizer the samples are printed with; every rank agrees that they can start.
+static void prepare_samples(TrainRun* run, const TrainOptions* o, const GPT2Config* cfg, Comm* c) {
+    run->start_token = GPT2_EOT;
+    if (o->sample_every <= 0) return;
+    char reason[300] = "";
+    if (c->rank == 0) {
+        tokenizer_init(&run->tk, o->tokenizer);
+        run->start_token = sample_start_token(&run->tk, cfg->vocab_size);
+        if (run->start_token < 0)
+            snprintf(reason, sizeof(reason), "flag -s %d: samples start from the end-of-text token %d, beyond this model's "
+                     "vocab_size %d (give -s 0, or a tokenizer -tk whose end-of-text token is in the vocabulary)",
+                     o->sample_every, run->tk.tokens ? run->tk.eot_token : GPT2_EOT, cfg->vocab_size);
     }
-    Rng rng;
-    rng_seed(&rng, (uint64_t)o->seed + 1);
-    if (o->dump_grads[0] && master) {
+    comm_agree_or_die(c, "preparing samples", reason[0] ? reason : NULL);
+}
+
+// Everything before the first step: agreement, data, samples, output directory, resume, log.
+static void start_run(TrainRun* run, const TrainOptions* o, Trainable* tr, Comm* c) {
+    const GPT2Config* cfg = &tr->config;
+    memset(run, 0, sizeof(*run));
+    agree_on_options(c, o, cfg, parameters_hash(tr));
+    run->config_hash = resume_hash(o, cfg);
+    stop_unless_pad_fits(o, cfg, c);
+    resolve_k_schedule(o, c->world, &run->ks);
+    open_run_data(run, o, cfg, c);
+    if (c->rank == 0) print_run_setup(run, o, c);
+    prepare_samples(run, o, cfg, c);
+    rng_seed(&run->rng, (uint64_t)o->seed + 1);
+    if (o->dump_grads[0] && c->rank == 0) {
         FILE* f = fopenCheck(o->dump_grads, "wb");  // start empty; ranks then write their slices
         fcloseCheck(f, o->dump_grads);
     }
     if (o->out_dir[0]) prepare_output_dir(o, c);
     comm_barrier(c);
-
-    int start = 0;
     if (o->resume) {
-        start = resume_checkpoint(o, tr, c, config_hash, &rng, &train);
-        agree_on_resumed_state(c, start, rng.state, train.next_row, parameters_hash(tr));
+        run->start = resume_checkpoint(o, tr, c, run->config_hash, &run->rng, &run->train);
+        agree_on_resumed_state(c, run->start, run->rng.state, run->train.next_row, parameters_hash(tr));
     }
-    TrainLog log;
-    log_open(&log, o, master);
-
+    log_open(&run->log, o, c->rank == 0);
     WindowOptions wo = { o->zero_stage, o->sync_each_microstep, o->beta1, o->beta2, o->eps, o->weight_decay,
                          o->grad_clip, o->dump_grads[0] ? o->dump_grads : NULL };
-    double total_ms = 0.0;
-    int timed_steps = 0;
-    CommStats window_comm;  // summed over windows, to show that nothing else was communicated in them
-    memset(&window_comm, 0, sizeof(window_comm));
-    double tokens_seen = tokens_before_step(&ks, start, c->world, o->B, o->T);
-    int exit_code = 0, windows = 0, stopping = 0;
+    run->wo = wo;
+}
+
+static void end_run(TrainRun* run, const TrainOptions* o) {
+    log_close(&run->log);
+    if (run->tk.tokens) tokenizer_free(&run->tk);
+    dataloader_free(&run->train);
+    if (run->has_val) dataloader_free(&run->val);
+    if (o->hellaswag) evalset_free(&run->hellaswag);
+}
+
+// What happens at a step before its window: validation, HellaSwag, a sample, a checkpoint.
+static void evaluate_and_save(TrainRun* run, const TrainOptions* o, Trainable* tr, Comm* c, int step, double tokens_seen) {
+    int last = step == run->max_steps;
+    if (run->has_val && (step % o->val_every == 0 || last)) validate(o, tr, &run->val, c, step, tokens_seen, &run->log);
+    if (o->hellaswag && ((o->val_every > 0 && step % o->val_every == 0) || last))
+        run_hellaswag(tr, &run->hellaswag, c, &run->log, step, tokens_seen);
+    if (c->rank == 0 && o->sample_every > 0 && ((step > 0 && step % o->sample_every == 0) || last))
+        sample_and_print(tr, &run->tk, &run->rng, o->gen_T, run->start_token, step);
+    if (o->ckpt_every > 0 && step > run->start && (step % o->ckpt_every == 0 || last))
+        save_checkpoint(o, tr, c, step, run->config_hash, &run->rng, &run->train);
+}
+
+// MFU as llm.c computes it (gpt2_estimate_mfu), so the figure compares with llm.c's published ones:
+// 6 flops per parameter per token (forward 2, backward 4) plus 6*L*C*T for attention's two matmuls,
+// over the device's dense bf16 peak. (PaLM's appendix B counts attention 12*L*C*T, without the causal
+// mask's halving: a bigger figure for the same run.) tokens_per_s: one rank's.
+static double mfu_percent(const Trainable* tr, int T, double tokens_per_s) {
+    const GPT2Config* cfg = &tr->config;
+    double flops_per_token = 6.0 * tr->num_params + 6.0 * cfg->num_layers * cfg->channels * T;
+    return 100.0 * flops_per_token * tokens_per_s / tr->peak_flops;
+}
+
+// One window as rank 0 reports it.
+typedef struct {
+    int step, max_steps, K;
+    float lr;
+    double ms;
+    double tokens;             // this window's, all ranks
+    double tokens_seen;        // all windows' so far, this one included
+    double eta_seconds;        // < 0: not known yet (the first window is not timed)
+} StepReport;
+
+// The step line on stdout, with its MFU and ETA, and the step's line in the log.
+static void log_step(TrainLog* log, const Trainable* tr, const Comm* c, int T, const StepReport* s, const WindowResult* r) {
+    printf("step %4d/%d | loss %.6f | N %.0f | norm %.4f | lr %.2e | K %d | %.1f ms (comm %.1f ms) | %.0f tok/s",
+           s->step + 1, s->max_steps, r->loss, r->num_valid, r->grad_norm, s->lr, s->K, s->ms, 1e3 * r->comm.seconds,
+           s->tokens / (s->ms / 1e3));
+    if (tr->peak_flops > 0.0) printf(" | MFU %.1f%%", mfu_percent(tr, T, s->tokens / c->world / (s->ms / 1e3)));
+    else if (tr->peak_flops < 0.0) printf(" | MFU unknown");
+    if (s->eta_seconds >= 0.0) {
+        char eta[32];
+        format_duration(eta, sizeof(eta), s->eta_seconds);
+        printf(" | ETA %s", eta);
+    }
+    printf("%s\n", r->skipped ? " | skipped (N = 0)" : "");
+    fflush(stdout);
+    if (r->skipped)
+        log_line(log, "s:%d skip:1 valid:0 k:%d tok:%.0f lr:%.6e ms:%.1f\n", s->step, s->K, s->tokens_seen, s->lr, s->ms);
+    else
+        log_line(log, "s:%d trl:%.6f valid:%.0f k:%d tok:%.0f lr:%.6e norm:%.6f ms:%.1f\n", s->step, r->loss,
+                 r->num_valid, s->K, s->tokens_seen, s->lr, r->grad_norm, s->ms);
+}
+
+// The window of `step`; a non-finite loss or norm stops every rank. Returns whether a rank was asked to stop.
+static int train_step(TrainRun* run, const TrainOptions* o, Trainable* tr, Comm* c, int step, RunTotals* totals,
+                      double* tokens_seen) {
+    StepReport s = { step, run->max_steps, kschedule_at(&run->ks, step), 0.0f, 0.0, 0.0, 0.0, -1.0 };
+    s.lr = lr_at_step(step, o->lr, o->warmup, run->max_steps, o->final_lr_frac);
+    double t0 = wall_seconds();
+    WindowResult r = train_window(tr, &run->train, c, &run->wo, s.K, s.lr, step);
+    if (r.nonfinite) {  // every rank has the same all-reduced sums: all stop here, rank 0 says why
+        char reason[300];
+        snprintf(reason, sizeof(reason), "step %d/%d: the window loss is %g and the gradient norm %g (non-finite): "
+                 "the update is skipped and training stopped; no checkpoint of this state is written",
+                 step + 1, run->max_steps, r.loss, r.grad_norm);
+        stop_together(c, reason);
+    }
+    s.ms = 1e3 * (wall_seconds() - t0);
+    s.tokens = (double)c->world * s.K * o->B * o->T;
+    totals->windows++;
+    if (step > run->start) { totals->ms += s.ms; totals->tokens += s.tokens; totals->timed++; }
+    for (int kind = 0; kind < COMM_NUM_KINDS; kind++) {
+        totals->comm.calls[kind] += r.comm.calls[kind];
+        totals->comm.bytes[kind] += r.comm.bytes[kind];
+    }
+    *tokens_seen += s.tokens;
+    s.tokens_seen = *tokens_seen;
+    if (totals->timed > 0) s.eta_seconds = totals->ms / totals->timed / 1e3 * (run->max_steps - step - 1);
+    if (c->rank == 0 && step == run->start) comm_print_stats(&r.comm, "communication per window");
+    if (c->rank == 0) log_step(&run->log, tr, c, o->T, &s, &r);
+    return r.stop;  // the same on every rank: the all-reduced count of ranks asked to stop
+}
+
+static void print_summary(const RunTotals* t) {
+    if (t->windows > 0) {
+        char title[64];
+        snprintf(title, sizeof(title), "communication in %d window(s)", t->windows);
+        comm_print_stats(&t->comm, title);
+    }
+    if (t->timed > 0) printf("summary: mean_ms=%.2f tok_per_s=%.0f\n", t->ms / t->timed, t->tokens / (t->ms / 1e3));
+}
+
+// Returns the process's exit code: 0 when every step is done, EXIT_STOPPED(_UNSAVED) when told to stop.
+static int run_training(const TrainOptions* o, Trainable* tr, Comm* c) {
+    TrainRun run;
+    start_run(&run, o, tr, c);
+    RunTotals totals;
+    memset(&totals, 0, sizeof(totals));
+    double tokens_seen = tokens_before_step(&run.ks, run.start, c->world, o->B, o->T);
+    int exit_code = 0, stopping = 0;
     install_stop_handlers();  // from here on a run has something to save
-    for (int step = start; step <= max_steps; step++) {
+    for (int step = run.start; step <= run.max_steps; step++) {
         if (stopping) {
-            exit_code = stop_on_request(o, tr, c, step, max_steps, config_hash, &rng, &train);
+            exit_code = stop_on_request(o, tr, c, step, run.max_steps, run.config_hash, &run.rng, &run.train);
             break;
         }
-        int last = step == max_steps;
-        if (has_val && (step % o->val_every == 0 || last)) validate(o, tr, &val, c, step, tokens_seen, &log);
-        if (o->hellaswag && ((o->val_every > 0 && step % o->val_every == 0) || last))
-            run_hellaswag(tr, &hellaswag, c, &log, step, tokens_seen);
-        if (master && o->sample_every > 0 && ((step > 0 && step % o->sample_every == 0) || last))
-            sample_and_print(tr, &tk, &rng, o->gen_T, start_token, step);
-        if (o->ckpt_every > 0 && step > start && (step % o->ckpt_every == 0 || last))
-            save_checkpoint(o, tr, c, step, config_hash, &rng, &train);
-        if (last) break;
-
-        int K = kschedule_at(&ks, step);
-        float lr = lr_at_step(step, o->lr, o->warmup, max_steps, o->final_lr_frac);
-        double t0 = wall_seconds();
-        WindowResult r = train_window(tr, &train, c, &wo, K, lr, step);
-        windows++;
-        stopping = r.stop;  // the same on every rank: the all-reduced count of ranks asked to stop
-        if (r.nonfinite) {  // every rank has the same all-reduced sums: all stop here, rank 0 says why
-            char reason[300];
-            snprintf(reason, sizeof(reason), "step %d/%d: the window loss is %g and the gradient norm %g (non-finite): "
-                     "the update is skipped and training stopped; no checkpoint of this state is written",
-                     step + 1, max_steps, r.loss, r.grad_norm);
-            stop_together(c, reason);
-        }
-        double ms = 1e3 * (wall_seconds() - t0);
-        if (step > start) { total_ms += ms; timed_steps++; }
-        for (int kind = 0; kind < COMM_NUM_KINDS; kind++) {
-            window_comm.calls[kind] += r.comm.calls[kind];
-            window_comm.bytes[kind] += r.comm.bytes[kind];
-        }
-        tokens_seen += (double)c->world * K * o->B * o->T;
-        if (!master) continue;
-        if (step == start) comm_print_stats(&r.comm, "communication per window");
-        double tokens = (double)c->world * K * o->B * o->T;
-        printf("step %4d/%d | loss %.6f | N %.0f | norm %.4f | lr %.2e | K %d | %.1f ms (comm %.1f ms) | %.0f tok/s",
-               step + 1, max_steps, r.loss, r.num_valid, r.grad_norm, lr, K, ms, 1e3 * r.comm.seconds, tokens / (ms / 1e3));
-        if (tr->peak_flops > 0.0) {
-            // MFU as llm.c computes it (gpt2_estimate_mfu), so the figure compares with llm.c's published
-            // ones: 6 flops per parameter per token (forward 2, backward 4) plus 6*L*C*T for attention's
-            // two matmuls, over the device's dense bf16 peak. (PaLM's appendix B counts attention 12*L*C*T,
-            // without the causal mask's halving: a bigger figure for the same run.)
-            double flops_per_token = 6.0 * tr->num_params + 6.0 * cfg->num_layers * cfg->channels * o->T;
-            printf(" | MFU %.1f%%", 100.0 * flops_per_token * tokens / c->world / (ms / 1e3) / tr->peak_flops);
-        } else if (tr->peak_flops < 0.0) {
-            printf(" | MFU unknown");
-        }
-        if (timed_steps > 0) {
-            char eta[32];
-            format_duration(eta, sizeof(eta), total_ms / timed_steps / 1e3 * (max_steps - step - 1));
-            printf(" | ETA %s", eta);
-        }
-        printf("%s\n", r.skipped ? " | skipped (N = 0)" : "");
-        fflush(stdout);
-        if (r.skipped)
-            log_line(&log, "s:%d skip:1 valid:0 k:%d tok:%.0f lr:%.6e ms:%.1f\n", step, K, tokens_seen, lr, ms);
-        else
-            log_line(&log, "s:%d trl:%.6f valid:%.0f k:%d tok:%.0f lr:%.6e norm:%.6f ms:%.1f\n", step, r.loss,
-                     r.num_valid, K, tokens_seen, lr, r.grad_norm, ms);
+        evaluate_and_save(&run, o, tr, c, step, tokens_seen);
+        if (step == run.max_steps) break;
+        stopping = train_step(&run, o, tr, c, step, &totals, &tokens_seen);
     }
-    if (master && windows > 0) {
-        char title[64];
-        snprintf(title, sizeof(title), "communication in %d window(s)", windows);
-        comm_print_stats(&window_comm, title);
-    }
-    if (master && timed_steps > 0)
-        printf("summary: mean_ms=%.2f tok_per_s=%.0f\n", total_ms / timed_steps,
-               (double)c->world * kschedule_at(&ks, max_steps - 1) * o->B * o->T / (total_ms / timed_steps / 1e3));
-    log_close(&log);
-    if (tk.tokens) tokenizer_free(&tk);
-    dataloader_free(&train);
-    if (has_val) dataloader_free(&val);
-    if (o->hellaswag) evalset_free(&hellaswag);
+    if (c->rank == 0) print_summary(&totals);
+    end_run(&run, o);
     return exit_code;
 }
 
