@@ -16,6 +16,7 @@
 #include "rand.h"
 #include "window.h"
 #include "hellaswag.h"
+#include "sample.h"
 #include "checkpoint.h"
 
 // ----------------------------------------------------------------------------
@@ -39,40 +40,6 @@ static float* load_initial_parameters(const TrainOptions* o, GPT2Config* c, Comm
         gpt2_check_activation_sizes(c, o->B, o->T, err, sizeof(err));
     comm_agree_or_die(comm, "loading the initial model (-e)", err[0] ? err : NULL);
     return params;
-}
-
-// ----------------------------------------------------------------------------
-// Sampling (rank 0): GPT-2 decoding from the end-of-text token, one token at a time.
-
-// The token samples start from: the tokenizer's end-of-text, or GPT-2's without a tokenizer.
-// -1 when the model's vocabulary has no such token (a model with its own smaller vocabulary).
-static int sample_start_token(const Tokenizer* tk, int vocab_size) {
-    int eot = tk->tokens ? tk->eot_token : GPT2_EOT;
-    return eot >= 0 && eot < vocab_size ? eot : -1;
-}
-
-static void sample_and_print(Trainable* tr, const Tokenizer* tk, Rng* rng, int gen_T, int start_token, int step) {
-    int T = tr->T < gen_T ? tr->T : gen_T;
-    int V = tr->config.vocab_size;
-    int* tokens = (int*)mallocCheck((size_t)tr->B * tr->T * sizeof(int));
-    float* logits = (float*)mallocCheck((size_t)V * sizeof(float));
-    for (size_t i = 0; i < (size_t)tr->B * tr->T; i++) tokens[i] = start_token;
-    printf("sample: ");
-    for (int t = 1; t < T; t++) {
-        tr->next_token_logits(tr, tokens, t, logits);
-        long bad = first_nonfinite(logits, (size_t)V);
-        if (bad >= 0) die("step %d: sampling: logit %ld is %g (the parameters hold NaN or Inf)", step, bad, logits[bad]);
-        float maxv = logits[0], sum = 0.0f;
-        for (int v = 1; v < V; v++) maxv = fmaxf(maxv, logits[v]);
-        for (int v = 0; v < V; v++) { logits[v] = expf(logits[v] - maxv); sum += logits[v]; }
-        for (int v = 0; v < V; v++) logits[v] /= sum;
-        tokens[t] = sample_from_probs(logits, V, rng_uniform(rng));
-        tokenizer_print(tk, tokens[t]);
-    }
-    printf("\n---\n");
-    fflush(stdout);
-    free(tokens);
-    free(logits);
 }
 
 // Hash of this rank's parameters as fp32 (what the checkpoint would hold), to compare across ranks.
@@ -302,22 +269,6 @@ static void print_run_setup(const TrainRun* run, const TrainOptions* o, const Co
            run->max_steps, o->lr, o->warmup, o->final_lr_frac, o->weight_decay, o->grad_clip, c->backend->name);
 }
 
-// Rank 0 loads the tokenizer the samples are printed with; every rank agrees that they can start.
-static void prepare_samples(TrainRun* run, const TrainOptions* o, const GPT2Config* cfg, Comm* c) {
-    run->start_token = GPT2_EOT;
-    if (o->sample_every <= 0) return;
-    char reason[300] = "";
-    if (c->rank == 0) {
-        tokenizer_init(&run->tk, o->tokenizer);
-        run->start_token = sample_start_token(&run->tk, cfg->vocab_size);
-        if (run->start_token < 0)
-            snprintf(reason, sizeof(reason), "flag -s %d: samples start from the end-of-text token %d, beyond this model's "
-                     "vocab_size %d (give -s 0, or a tokenizer -tk whose end-of-text token is in the vocabulary)",
-                     o->sample_every, run->tk.tokens ? run->tk.eot_token : GPT2_EOT, cfg->vocab_size);
-    }
-    comm_agree_or_die(c, "preparing samples", reason[0] ? reason : NULL);
-}
-
 // Everything before the first step: agreement, data, samples, output directory, resume, log.
 static void start_run(TrainRun* run, const TrainOptions* o, Trainable* tr, Comm* c) {
     const GPT2Config* cfg = &tr->config;
@@ -328,7 +279,7 @@ static void start_run(TrainRun* run, const TrainOptions* o, Trainable* tr, Comm*
     resolve_k_schedule(o, c->world, &run->ks);
     open_run_data(run, o, cfg, c);
     if (c->rank == 0) print_run_setup(run, o, c);
-    prepare_samples(run, o, cfg, c);
+    run->start_token = prepare_samples(&run->tk, o, cfg->vocab_size, c);
     rng_seed(&run->rng, (uint64_t)o->seed + 1);
     if (o->dump_grads[0] && c->rank == 0) {
         FILE* f = fopenCheck(o->dump_grads, "wb");  // start empty; ranks then write their slices

@@ -193,12 +193,17 @@ def collectives():
                     line or "no (or more than one) communication line")
 
 
+def variant_line(name, extra, title):
+    """A P=2 K=2 B=2 run with `extra` flags, compared with the reference; its communication line."""
+    r = train_run(name, 2, 2, 2, extra)
+    compare(title, r, reference())
+    return communication_line(r)
+
+
 @suite.case
 def sync_each_microstep():
     """-sync_each_microstep 1 at P=2 K=2: the same window, K reduce-scatters per window."""
-    r = train_run("P2_K2_B2_sync", 2, 2, 2, ["-sync_each_microstep", "1"])
-    compare("P=2 K=2 -sync_each_microstep 1", r, reference())
-    line = communication_line(r)
+    line = variant_line("P2_K2_B2_sync", ["-sync_each_microstep", "1"], "P=2 K=2 -sync_each_microstep 1")
     suite.check(f"reduce-scatter {2 * STEPS} call(s)" in line, "-sync_each_microstep: K reduce-scatters per window",
                 line or "no line")
 
@@ -206,9 +211,7 @@ def sync_each_microstep():
 @suite.case
 def z0_all_reduce():
     """-z 0 at P=2 K=2 (all-reduce, replicated AdamW): the same window, no reduce-scatter."""
-    r = train_run("P2_K2_B2_z0", 2, 2, 2, ["-z", "0"])
-    compare("P=2 K=2 -z 0 (all-reduce, replicated AdamW)", r, reference())
-    line = communication_line(r)
+    line = variant_line("P2_K2_B2_z0", ["-z", "0"], "P=2 K=2 -z 0 (all-reduce, replicated AdamW)")
     suite.check(f"all-reduce {STEPS} call(s)" in line and "reduce-scatter" not in line,
                 "-z 0: one gradient all-reduce per window, no reduce-scatter", line or "no line")
 
