@@ -70,14 +70,11 @@ static void train_fixed_window(GPT2* model, const DebugState* d, int steps, floa
 
 int main(int argc, char** argv) {
     if (argc != 3) die("usage: %s MODEL.bin DEBUG_STATE.bin (written by train_gpt2.py --write_checkpoint --write_debug_state)", argv[0]);
-    Tally tally = {0, 0};
     GPT2Config c;
-    float* init = gpt2_load_checkpoint(argv[1], &c);
-    int V = c.vocab_size, Vp = c.padded_vocab_size;
     DebugState d;
-    debug_state_load(&d, argv[2], V);
+    float* init = load_model_and_debug_state(argv[1], argv[2], &c, &d);
+    int V = c.vocab_size, Vp = c.padded_vocab_size;
     size_t n = gpt2_num_parameters(&c);
-    if (d.num_params != n) die("debug state '%s' has %zu parameters, the model %zu", argv[2], d.num_params, n);
     printf("model L=%d C=%d V=%d; debug window B=%d T=%d K=%d, %d steps\n", c.num_layers, c.channels, V, d.B, d.T, d.K, d.steps);
     size_t BT = (size_t)d.B * d.T;
 
@@ -92,6 +89,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < BT; i++)
         for (int v = 0; v < V; v++)
             max_logit_err = fmax(max_logit_err, fabs(model.acts.logits[i * Vp + v] - d.logits[i * V + v]));
+    Tally tally = {0, 0};
     check(&tally, max_logit_err <= 1e-4, "logits", "max |dlogit| = %.2e (tolerance 1e-4)", max_logit_err);
     double loss_err = fabs(loss_sum / N0 - d.loss0) / fabs(d.loss0);
     check(&tally, loss_err <= 1e-5, "loss", "%.6f vs PyTorch %.6f, relative error %.2e (tolerance 1e-5), N = %.0f of %zu targets",

@@ -176,12 +176,10 @@ int main(int argc, char** argv) {
         die("the third argument (the attention) expects auto, flash or ref, got '%s'", attn);
     Tally tally = {0, 0};
     GPT2Config c;
-    float* init = gpt2_load_checkpoint(argv[1], &c);
-    int V = c.vocab_size, Vp = c.padded_vocab_size;
     DebugState d;
-    debug_state_load(&d, argv[2], V);
+    float* init = load_model_and_debug_state(argv[1], argv[2], &c, &d);
+    int V = c.vocab_size, Vp = c.padded_vocab_size;
     size_t n = gpt2_num_parameters(&c);
-    if (d.num_params != n) die("debug state '%s' has %zu parameters, the model %zu", argv[2], d.num_params, n);
     if (d.steps < 2) die("debug state '%s' has %d trajectory steps, the test needs at least 2", argv[2], d.steps);
     size_t BT = (size_t)d.B * d.T;
 

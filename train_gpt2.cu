@@ -10,6 +10,7 @@ Read it in this order:
   2. the Trainable: how the model plugs into the shared window;
   3. main: MPI (if launched by mpirun), flags, initial parameters on the host, NCCL, the GPU model,
      llmc/trainer.h's run_training.
+-plan's memory plan (the sizes gpt2_build allocates) and the device report are in llmc/cuda_plan.cuh.
 
 Precision (mixed, as llm.c):
   - parameters and activations bf16; LayerNorm statistics, losses and all reductions fp32;
@@ -53,9 +54,6 @@ LayerNorm backwards add into.
 #include "llmc/cuda_adamw.cuh"
 #include "llmc/cuda_global_norm.cuh"
 #include "llmc/comm_nccl.cuh"
-
-// cuBLASLt workspace (also holds matmul_backward's bias partial sums)
-#define MATMUL_WORKSPACE_BYTES (32u << 20)
 
 // ----------------------------------------------------------------------------
 // Parameters: one pointer per tensor of the table in llmc/gpt2.h, of element type T.
@@ -134,6 +132,19 @@ static size_t point_activations(Activations* a, char* base, const GPT2Config* c,
     return offset;
 }
 
+// -attn auto|flash|ref -> 1 for flash attention. flash where it cannot run stops with one line.
+static int use_flash_attention(const char* attn, const GPT2Config* c) {
+    int hs = c->channels / c->num_heads;
+    if (strcmp(attn, "ref") == 0) return 0;
+    if (flash_attention_supports(hs)) return 1;
+    if (strcmp(attn, "flash") == 0)
+        die("flag -attn flash: supported for head sizes " FLASH_ATTENTION_HEAD_SIZES " in the bf16 build%s; this model's is %d "
+            "(use -attn ref or auto)", FLASH_ATTENTION_AVAILABLE ? "" : " (this is the fp32 build)", hs);
+    return 0;   // auto
+}
+
+#include "llmc/cuda_plan.cuh"
+
 // ----------------------------------------------------------------------------
 // The model
 
@@ -173,54 +184,6 @@ typedef struct {
 static size_t device_bytes_total(const GPT2* m) {
     return m->bytes_params + m->bytes_grads + m->bytes_opt + m->bytes_acts + m->bytes_other;
 }
-
-// ----------------------------------------------------------------------------
-// The device memory of one rank, buffer by buffer: gpt2_build allocates exactly these sizes, and
-// -plan prints them without touching a GPU. Bytes.
-
-typedef struct {
-    size_t shard_size;                // S = ceil(num_params / P)
-    size_t opt_offset, opt_count;     // this rank's optimizer range: (rank*S, S) with -z 1, (0, S*P) with -z 0
-    size_t params;                    // (S*P) bf16
-    size_t grads;                     // (S*P) grad_type; rank r's shard is its slice r (in-place reduce-scatter)
-    size_t grad_shard_acc;            // (S) grad_type with -sync_each_microstep, else 0
-    size_t master, adam_m, adam_v;    // (opt_count) fp32 each
-    size_t acts[NUM_ACTIVATIONS];     // each activation buffer, as point_activations lays them out
-    size_t acts_total;
-    size_t workspace;                 // cuBLASLt workspace (and matmul_backward's bias partial sums)
-    size_t inputs, targets, scalar, norm_scratch, ln_scratch;
-} MemoryPlan;
-
-static MemoryPlan gpt2_memory_plan(const GPT2Config* c, int B, int T, int rank, int world, int zero_stage,
-                                   int sync_each_microstep, DType grad_type, int flash) {
-    MemoryPlan p;
-    memset(&p, 0, sizeof(p));
-    size_t num_params = gpt2_num_parameters(c);
-    p.shard_size = (num_params + world - 1) / world;
-    size_t padded = p.shard_size * world, gsize = dtype_size(grad_type), BT = (size_t)B * T;
-    p.opt_offset = zero_stage == 1 ? (size_t)rank * p.shard_size : 0;
-    p.opt_count = zero_stage == 1 ? p.shard_size : padded;
-    p.params = padded * sizeof(floatX);
-    p.grads = padded * gsize;
-    p.grad_shard_acc = sync_each_microstep ? p.shard_size * gsize : 0;
-    p.master = p.adam_m = p.adam_v = p.opt_count * sizeof(float);
-    Activations none;
-    p.acts_total = point_activations(&none, NULL, c, B, T, flash, p.acts);
-    p.workspace = MATMUL_WORKSPACE_BYTES;
-    p.inputs = p.targets = BT * sizeof(int);
-    p.scalar = sizeof(double);
-    p.norm_scratch = GLOBAL_NORM_MAX_BLOCKS * sizeof(float);
-    p.ln_scratch = layernorm_backward_scratch_bytes(c->channels);
-    return p;
-}
-
-// the plan's groups, as the memory report names them
-static size_t plan_grads(const MemoryPlan* p) { return p->grads + p->grad_shard_acc; }
-static size_t plan_opt(const MemoryPlan* p) { return p->master + p->adam_m + p->adam_v; }
-static size_t plan_other(const MemoryPlan* p) {
-    return p->workspace + p->inputs + p->targets + p->scalar + p->norm_scratch + p->ln_scratch;
-}
-static size_t plan_total(const MemoryPlan* p) { return p->params + plan_grads(p) + plan_opt(p) + p->acts_total + plan_other(p); }
 
 // cudaMalloc that names what it was allocating when the GPU is full, and counts the bytes.
 static void* gpu_alloc(GPT2* m, size_t bytes, size_t* counter, const char* what) {
@@ -381,17 +344,6 @@ static void attention_backward_flash(floatX* dqkv, float* D, const floatX* dout,
 #else
     die("internal: flash attention is not compiled in this build");
 #endif
-}
-
-// -attn auto|flash|ref -> 1 for flash attention. flash where it cannot run stops with one line.
-static int use_flash_attention(const char* attn, const GPT2Config* c) {
-    int hs = c->channels / c->num_heads;
-    if (strcmp(attn, "ref") == 0) return 0;
-    if (flash_attention_supports(hs)) return 1;
-    if (strcmp(attn, "flash") == 0)
-        die("flag -attn flash: supported for head sizes " FLASH_ATTENTION_HEAD_SIZES " in the bf16 build%s; this model's is %d "
-            "(use -attn ref or auto)", FLASH_ATTENTION_AVAILABLE ? "" : " (this is the fp32 build)", hs);
-    return 0;   // auto
 }
 
 // Forward pass over (B,T) inputs. With targets (host, -1 = masked), the fused classifier then writes
@@ -686,35 +638,6 @@ static void gpu_opt_state_from_host(Trainable* tr, const void* in) {
     cudaCheck(cudaStreamSynchronize(m->stream));
 }
 
-// ----------------------------------------------------------------------------
-// Device description and MFU peak
-
-// Dense bf16 tensor-core peak of the GPU, from its name; -1 when unknown (the log then says "MFU unknown").
-static double gpu_peak_bf16_flops(const char* name) {
-    int h100 = strstr(name, "H100") != NULL, h200 = strstr(name, "H200") != NULL && strstr(name, "GH200") == NULL;
-    int nvl = strstr(name, "NVL") != NULL, pcie = strstr(name, "PCIe") != NULL || strstr(name, "PCIE") != NULL;
-    if (h100 && pcie) return 756e12;                                                       // H100 PCIe
-    if (h100 && !nvl && (strstr(name, "HBM3") || strstr(name, "SXM"))) return 989e12;      // H100 SXM
-    if (h200 && !nvl && !pcie) return 989e12;                                              // H200 (SXM)
-    if (strstr(name, "A100")) return 312e12;                                               // A100 (SXM and PCIe)
-    return -1.0;
-}
-
-static double print_device(const Comm* comm) {
-    int dev = 0;
-    cudaCheck(cudaGetDevice(&dev));
-    cudaDeviceProp prop;
-    cudaCheck(cudaGetDeviceProperties(&prop, dev));
-    double peak = gpu_peak_bf16_flops(prop.name);
-    if (comm->rank == 0) {
-        printf("device: %s (sm_%d%d, %d SMs, %.1f GiB) on each of %d rank(s)\n", prop.name, prop.major, prop.minor,
-               prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, comm->world);
-        if (peak > 0) printf("device: bf16 dense peak %.0f TFLOPS, used for MFU\n", peak / 1e12);
-        else printf("device: bf16 peak unknown for '%s': MFU unknown\n", prop.name);
-    }
-    return peak;
-}
-
 // What gpt2_build allocated, counted at each allocation. Gradients: the buffer (this rank's shard is
 // its slice) and, with -sync_each_microstep, the shard accumulator.
 static void print_memory(const GPT2* m, const char* grad_name) {
@@ -724,62 +647,6 @@ static void print_memory(const GPT2* m, const char* grad_name) {
            m->bytes_params / MiB, m->bytes_grads / MiB, grad_name, m->grad_shard_acc ? ", with the shard accumulator" : "",
            m->bytes_opt / MiB, m->opt_count, m->bytes_acts / MiB, m->B, m->T, m->bytes_other / MiB,
            device_bytes_total(m) / MiB, device_bytes_total(m));
-}
-
-// ----------------------------------------------------------------------------
-// -plan 1: the memory per GPU of a configuration, from gpt2_memory_plan, with no CUDA call at all.
-
-static void plan_line(const char* what, size_t bytes, const char* note) {
-    printf("plan: %-24s %12.2f MiB %14zu bytes  %s\n", what, bytes / 1048576.0, bytes, note);
-}
-
-// The model's config without loading its parameters: a preset, or a checkpoint's header.
-static void plan_config(const TrainOptions* o, GPT2Config* c) {
-    if (gpt2_config_from_name(o->init, c)) return;
-    FILE* f = fopen(o->init, "rb");
-    if (f == NULL) die("flag -e: '%s' is neither a preset (tiny small d12 d24 d36 d48) nor a readable checkpoint", o->init);
-    char err[1200];
-    int version = gpt2_read_checkpoint_header(f, o->init, c, err, sizeof(err));
-    fclose(f);
-    if (version < 0) die("flag -e: %s", err);
-}
-
-static void print_plan(const TrainOptions* o, const Comm* comm) {
-    GPT2Config c;
-    plan_config(o, &c);
-    if (o->T > c.max_seq_len) die("flag -t %d exceeds the model's max_seq_len %d", o->T, c.max_seq_len);
-    int world = o->plan_world > 0 ? o->plan_world : comm->world;
-    DType grad_type = o->grad_bf16 ? DTYPE_BF16 : DTYPE_F32;
-    const char* g = o->grad_bf16 ? "bf16" : "fp32";
-    int flash = use_flash_attention(o->attn, &c);
-    MemoryPlan p = gpt2_memory_plan(&c, o->B, o->T, 0, world, o->zero_stage, o->sync_each_microstep, grad_type, flash);
-    if (comm->rank != 0) return;
-    gpt2_print_config(&c, gpt2_num_parameters(&c));
-    printf("plan: memory per GPU for P=%d, B=%d, T=%d, %s gradients, -z %d, -sync_each_microstep %d, %s attention "
-           "(every rank alike)\n", world, o->B, o->T, g, o->zero_stage, o->sync_each_microstep, flash ? "flash" : "materialized");
-    char note[128];
-    snprintf(note, sizeof(note), FLOATX_NAME ", S*P = %zu x %d (S = ceil(N/P))", p.shard_size, world);
-    plan_line("parameters", p.params, note);
-    snprintf(note, sizeof(note), "%s, S*P; this rank's shard is its own slice (in-place reduce-scatter)", g);
-    plan_line("gradients", p.grads, note);
-    if (o->sync_each_microstep) plan_line("gradient shard acc.", p.grad_shard_acc, "S, -sync_each_microstep's accumulator");
-    snprintf(note, sizeof(note), "fp32, %zu parameters (%s)", p.opt_count, o->zero_stage ? "this rank's shard, ZeRO-1" : "all, -z 0");
-    plan_line("AdamW master weights", p.master, note);
-    plan_line("AdamW m", p.adam_m, note);
-    plan_line("AdamW v", p.adam_v, note);
-    for (int i = 0; i < NUM_ACTIVATIONS; i++) {
-        char what[64];
-        snprintf(what, sizeof(what), "activation %s", ACTIVATION_NAMES[i]);
-        plan_line(what, p.acts[i], "");
-    }
-    plan_line("activations (one block)", p.acts_total, "the sum of the above");
-    plan_line("cuBLASLt workspace", p.workspace, "also matmul_backward's bias partial sums");
-    plan_line("inputs, targets", p.inputs + p.targets, "int32 (B,T) each");
-    plan_line("scratch", p.scalar + p.norm_scratch + p.ln_scratch, "a double, global-norm and LayerNorm-backward partials");
-    printf("plan: parameters %.0f MiB, gradients %.0f MiB, AdamW %.0f MiB, activations %.0f MiB, other %.0f MiB; "
-           "total %.0f MiB (%zu bytes), not counting the CUDA context, cuBLASLt's and NCCL's own memory\n",
-           p.params / 1048576.0, plan_grads(&p) / 1048576.0, plan_opt(&p) / 1048576.0, p.acts_total / 1048576.0,
-           plan_other(&p) / 1048576.0, plan_total(&p) / 1048576.0, plan_total(&p));
 }
 
 Trainable gpt2_trainable(GPT2* m, double peak_flops) {

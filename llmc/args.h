@@ -223,7 +223,7 @@ static void default_validation_to_data(TrainOptions* o, int argc, char** argv) {
 }
 
 // Defaults, then argv; then the checks that involve several flags. Returns 0, or -1 with one line in
-// err naming the flag (the caller lets every rank agree before aborting: trainer.h's
+// err naming the flag (the caller lets every rank agree before aborting: comm.h's
 // parse_args_on_every_rank). -h alone prints the usage and exits 0.
 static int parse_args(TrainOptions* o, int argc, char** argv, char* err, size_t n) {
     memset(o, 0, sizeof(*o));

@@ -14,6 +14,8 @@
 
 #include <unistd.h>
 #include "utils.h"
+#include "args.h"
+#include "gpt2.h"
 
 typedef enum { COMM_REDUCE_SCATTER, COMM_ALL_REDUCE, COMM_ALL_GATHER, COMM_SCALARS, COMM_BROADCAST,
                COMM_BARRIER, COMM_NUM_KINDS } CommKind;
@@ -107,21 +109,41 @@ static void comm_barrier(Comm* c) {
     c->backend->barrier(c);
 }
 
+static void comm_print_stats(const CommStats* s, const char* title) {
+    printf("%s:", title);
+    for (int k = 0; k < COMM_NUM_KINDS; k++)
+        if (s->calls[k] > 0) printf(" %s %ld call(s) %.2f MB;", COMM_KIND_NAMES[k], s->calls[k], s->bytes[k] / 1e6);
+    printf("\n");
+}
+
+static CommStats comm_stats_diff(const CommStats* after, const CommStats* before) {
+    CommStats d;
+    for (int k = 0; k < COMM_NUM_KINDS; k++) {
+        d.calls[k] = after->calls[k] - before->calls[k];
+        d.bytes[k] = after->bytes[k] - before->bytes[k];
+    }
+    d.seconds = after->seconds - before->seconds;
+    return d;
+}
+
+// ----------------------------------------------------------------------------
+// Agreement: a rank that fails alone must not leave the others waiting in a collective.
+
 // Every rank learns whether all ranks succeeded at something local (opening data, say); if any
 // failed, each failing rank prints its one line and the job aborts, instead of some ranks hanging
 // in the next collective. `reason` is this rank's own message (NULL when it succeeded); `what` names
-// the phase for the reader of the call site.
+// the phase, printed after it: a reason such as "rank 1 differs from rank 0 in -b" does not say by
+// itself whether the flags, the data or a resumed state were being compared.
 static void comm_agree_or_die(Comm* c, const char* what, const char* reason) {
     double failures = reason != NULL ? 1.0 : 0.0;
     comm_scalars(c, &failures, 1);
     if (failures == 0.0) return;
     // Only a rank that knows why says why, and a rank whose reason is rank 0's word for word leaves it
     // to rank 0: P ranks failing alike (the same bad flag) print one line, not P.
-    (void)what;
     char root_reason[1024] = "";
     if (c->rank == 0 && reason != NULL) snprintf(root_reason, sizeof(root_reason), "%s", reason);
     comm_broadcast(c, root_reason, sizeof(root_reason), 0);
-    if (reason != NULL && (c->rank == 0 || strncmp(reason, root_reason, sizeof(root_reason) - 1) != 0)) print_error("%s", reason);
+    if (reason != NULL && (c->rank == 0 || strncmp(reason, root_reason, sizeof(root_reason) - 1) != 0)) print_error("%s (while %s)", reason, what);
     // Every rank is here: let all messages out before the abort takes the job down.
     fflush(stderr);
     c->backend->barrier(c);
@@ -144,21 +166,72 @@ static void comm_agree_on_values(Comm* c, const char* what, const double* values
     comm_agree_or_die(c, what, reason[0] ? reason : NULL);
 }
 
-static void comm_print_stats(const CommStats* s, const char* title) {
-    printf("%s:", title);
-    for (int k = 0; k < COMM_NUM_KINDS; k++)
-        if (s->calls[k] > 0) printf(" %s %ld call(s) %.2f MB;", COMM_KIND_NAMES[k], s->calls[k], s->bytes[k] / 1e6);
-    printf("\n");
+// ----------------------------------------------------------------------------
+// What every rank of a training run agrees on before it computes: flags, model, initial parameters,
+// data sizes, steps, and after a resume the restored state. A rank that differs stops the job naming
+// the value, where the runs would otherwise diverge silently or hang in a collective.
+
+// Every rank reads its own command line, and a bad one stops the job with one line (ranks that fail
+// alike leave it to rank 0), before anything is loaded.
+static void parse_args_on_every_rank(TrainOptions* o, int argc, char** argv, Comm* c) {
+    char err[512] = "";
+    int rc = parse_args(o, argc, argv, err, sizeof(err));
+    comm_agree_or_die(c, "reading the flags", rc == 0 ? NULL : err);
 }
 
-static CommStats comm_stats_diff(const CommStats* after, const CommStats* before) {
-    CommStats d;
-    for (int k = 0; k < COMM_NUM_KINDS; k++) {
-        d.calls[k] = after->calls[k] - before->calls[k];
-        d.bytes[k] = after->bytes[k] - before->bytes[k];
+// A hash as a double for comm_agree_on_values: 53 of its bits, exactly.
+static double hash_value(uint64_t h) { return (double)(h >> 11); }
+
+// Every numeric flag (each by name), the K schedule and the model config must be the same on every
+// rank (paths may differ between nodes, so only whether each is given is compared), and so must the
+// initial parameters (params_hash: this rank's, as fp32).
+static void agree_on_options(Comm* c, const TrainOptions* o, const GPT2Config* cfg, uint64_t params_hash) {
+    enum { EXTRA = 12 };
+    double values[NUM_TRAIN_ARGS + EXTRA];
+    const char* names[NUM_TRAIN_ARGS + EXTRA];
+    int n = 0;
+    for (int i = 0; i < NUM_TRAIN_ARGS; i++) {
+        const ArgSpec* s = &TRAIN_ARGS[i];
+        const char* field = (const char*)o + s->offset;
+        if (s->kind == ARG_STRING) continue;
+        names[n] = s->flag;
+        values[n++] = s->kind == ARG_INT ? *(const int*)field : s->kind == ARG_LONG ? (double)*(const long*)field : *(const float*)field;
     }
-    d.seconds = after->seconds - before->seconds;
-    return d;
+    // Whether a path is given decides collectives (validation, checkpoints), so that must match too.
+    names[n] = "whether -j is given";     values[n++] = o->val_data[0] != '\0';
+    names[n] = "whether -o is given";     values[n++] = o->out_dir[0] != '\0';
+    names[n] = "whether -dump_grads is given"; values[n++] = o->dump_grads[0] != '\0';
+    names[n] = "-k_schedule";           values[n++] = hash_value(fnv1a(FNV1A_SEED, o->k_schedule, strlen(o->k_schedule)));
+    names[n] = "-attn";                 values[n++] = hash_value(fnv1a(FNV1A_SEED, o->attn, strlen(o->attn)));
+    names[n] = "the model's max_seq_len"; values[n++] = cfg->max_seq_len;
+    names[n] = "the model's vocab_size";  values[n++] = cfg->vocab_size;
+    names[n] = "the model's padded_vocab_size"; values[n++] = cfg->padded_vocab_size;
+    names[n] = "the model's num_layers";  values[n++] = cfg->num_layers;
+    names[n] = "the model's num_heads";   values[n++] = cfg->num_heads;
+    names[n] = "the model's channels";    values[n++] = cfg->channels;
+    names[n] = "the hash of the initial parameters (-e)"; values[n++] = hash_value(params_hash);
+    comm_agree_on_values(c, "checking that every rank has the same configuration", values, names, n);
+}
+
+// What decides the schedule and the collectives must match on every rank: the data sizes (shards
+// may differ between nodes), whether validation runs, and the step count derived from them.
+static void agree_on_data(Comm* c, size_t train_rows, int has_val, size_t val_rows, int max_steps) {
+    const char* names[4] = { "training rows (-i)", "whether it validates (-j, -v)", "validation rows (-j)", "steps (-x)" };
+    double values[4] = { (double)train_rows, (double)has_val, (double)val_rows, (double)max_steps };
+    comm_agree_on_values(c, "checking that every rank has the same data", values, names, 4);
+}
+
+// After a resume: the state every rank restored must be the same run at the same place.
+static void agree_on_resumed_state(Comm* c, int start, uint64_t rng_state, size_t loader_row, uint64_t params_hash) {
+    const char* names[4] = { "the resumed step", "the resumed RNG state", "the resumed loader position",
+                             "the hash of the resumed parameters" };
+    double values[4] = { (double)start, hash_value(rng_state), (double)loader_row, hash_value(params_hash) };
+    comm_agree_on_values(c, "checking that every rank resumed the same state", values, names, 4);
+}
+
+// Stops the job over something every rank knows alike (an all-reduced number): rank 0 says why.
+static void stop_together(Comm* c, const char* reason) {
+    comm_agree_or_die(c, "stopping", c->rank == 0 ? reason : NULL);
 }
 
 // ----------------------------------------------------------------------------

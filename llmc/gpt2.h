@@ -1,4 +1,5 @@
-// gpt2.h: the GPT-2 configuration, its parameter tensor table, and the model checkpoint file.
+// gpt2.h: the GPT-2 configuration, its parameter tensor table, its random initialization, and the model
+// checkpoint file.
 // Shared by train_gpt2.c (fp32) and train_gpt2.cu (bf16): only the element type differs.
 #ifndef LLMC_GPT2_H
 #define LLMC_GPT2_H
@@ -6,6 +7,7 @@
 #include <math.h>
 #include "utils.h"
 #include "format.h"
+#include "rand.h"
 
 typedef struct {
     int max_seq_len;       // maxT, e.g. 1024
@@ -118,6 +120,43 @@ static void gpt2_print_config(const GPT2Config* c, size_t num_params) {
     printf("model: L=%d NH=%d C=%d maxT=%d V=%d Vp=%d, %zu parameters (%.1fM)\n",
            c->num_layers, c->num_heads, c->channels, c->max_seq_len, c->vocab_size,
            c->padded_vocab_size, num_params, num_params / 1e6);
+}
+
+// ----------------------------------------------------------------------------
+// A new model's parameters, and what a batch of (B, T) needs.
+
+// GPT-2 initialization: N(0, 0.02) for matrices and embeddings, residual projections scaled by
+// 1/sqrt(2L) so the residual stream's variance does not grow with depth; LayerNorm 1 and 0; biases 0.
+static void gpt2_init_random(const GPT2Config* c, float* params, uint64_t seed) {
+    size_t sizes[NUM_PARAMETER_TENSORS];
+    gpt2_tensor_sizes(c, sizes);
+    Rng rng;
+    rng_seed(&rng, seed);
+    float* p = params;
+    float residual_std = 0.02f / sqrtf(2.0f * c->num_layers);
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        const char* name = GPT2_TENSOR_NAMES[i];
+        float std = (strcmp(name, "attprojw") == 0 || strcmp(name, "fcprojw") == 0) ? residual_std : 0.02f;
+        int is_ln_weight = strcmp(name, "ln1w") == 0 || strcmp(name, "ln2w") == 0 || strcmp(name, "lnfw") == 0;
+        for (size_t j = 0; j < sizes[i]; j++)
+            p[j] = GPT2_TENSOR_DECAY[i] ? std * rng_normal(&rng) : (is_ln_weight ? 1.0f : 0.0f);
+        if (strcmp(name, "wte") == 0)  // the padded vocabulary rows are never used: keep them zero
+            memset(p + (size_t)c->vocab_size * c->channels, 0, (size_t)(c->padded_vocab_size - c->vocab_size) * c->channels * sizeof(float));
+        p += sizes[i];
+    }
+}
+
+// The largest activation tensors grow as B*T*Vp (logits, probabilities), B*NH*T*T*L (attention) and
+// B*T*C*L (the layers). Their sizes are computed in double, where they cannot wrap, and refused past
+// 2^62 bytes: so the trainers' size_t arithmetic over them cannot overflow. Returns 0 or -1 with err.
+static int gpt2_check_activation_sizes(const GPT2Config* c, int B, int T, char* err, size_t n) {
+    double BT = (double)B * T;
+    double floats = BT * c->padded_vocab_size * 2.0 + BT * c->num_heads * (double)T * c->num_layers * 2.0
+                  + BT * c->channels * c->num_layers * 32.0;
+    if (floats * 4.0 > 4.6e18)
+        return fail_with(err, n, "flags -b %d -t %d: the activations of this model would need about %.3g bytes, past 2^62",
+                         B, T, floats * 4.0);
+    return 0;
 }
 
 // ----------------------------------------------------------------------------

@@ -67,6 +67,16 @@ static void debug_state_load(DebugState* d, const char* path, int V) {
     fcloseCheck(f, path);
 }
 
+// The two arguments of both test programs: the model (its parameters, returned, and config) and the
+// debug state train_gpt2.py wrote for it, which must be of the same parameter count.
+static float* load_model_and_debug_state(const char* model, const char* state, GPT2Config* c, DebugState* d) {
+    float* init = gpt2_load_checkpoint(model, c);
+    debug_state_load(d, state, c->vocab_size);
+    size_t n = gpt2_num_parameters(c);
+    if (d->num_params != n) die("debug state '%s' has %zu parameters, the model %zu", state, d->num_params, n);
+    return init;
+}
+
 // ||a - b|| / ||b|| over n elements (the absolute norm when b is zero).
 static double relative_error(const float* a, const float* b, size_t n) {
     double diff = 0.0, ref = 0.0;

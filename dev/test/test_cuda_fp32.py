@@ -9,7 +9,7 @@ Here both run on the CPU: train_gpt2, and build/cpucuda/fp32/train_gpt2cu, the C
 the project's emulation (dev/cpucuda: kernels, the cuBLASLt stand-in with fp32 operands, NCCL over
 MPI). Both binaries are built by make (`make test` depends on them).
 
-Setup: the tiny preset from the same seed (both trainers initialize it with llmc/trainer.h), padded
+Setup: the tiny preset from the same seed (both trainers initialize it with llmc/gpt2.h), padded
 SFT rows (prompts masked: valid-target counts differ per micro-step and per rank), T=64, B=2, K=2,
 3 AdamW steps with weight decay and clipping, at P=1 and at P=2 under mpirun (the CUDA trainer through
 its NCCL back end, emulated over MPI; the CPU trainer through its MPI back end).

@@ -21,6 +21,7 @@ tensor any two summation orders differ by ~1e-4 of its own tiny norm (printed fo
 Against PyTorch (another implementation of every op), 1e-4, as in test_gpt2.c.
 """
 import os
+import re
 import shutil
 import sys
 
@@ -80,7 +81,7 @@ def train_run(name, P, K, B, extra=()):
         raise RuntimeError(f"{name} runs: {tail(se)}")
     grads = np.fromfile(dump, dtype=np.float32).reshape(-1, s["num_params"])
     _, params = formats.read_model(os.path.join(out, f"model_{STEPS:08d}.bin"))
-    return dict(losses=logged(log, "trl"), counts=logged(log, "valid"), grads=grads, params=params, stdout=so)
+    return dict(losses=logged(log, "trl"), counts=logged(log, "valid"), grads=grads, params=params, stdout=so, log=log)
 
 
 def run_fixture(name, P, K, B, extra=()):
@@ -192,12 +193,17 @@ def collectives():
                     line or "no (or more than one) communication line")
 
 
+def variant_line(name, extra, title):
+    """A P=2 K=2 B=2 run with `extra` flags, compared with the reference; its communication line."""
+    r = train_run(name, 2, 2, 2, extra)
+    compare(title, r, reference())
+    return communication_line(r)
+
+
 @suite.case
 def sync_each_microstep():
     """-sync_each_microstep 1 at P=2 K=2: the same window, K reduce-scatters per window."""
-    r = train_run("P2_K2_B2_sync", 2, 2, 2, ["-sync_each_microstep", "1"])
-    compare("P=2 K=2 -sync_each_microstep 1", r, reference())
-    line = communication_line(r)
+    line = variant_line("P2_K2_B2_sync", ["-sync_each_microstep", "1"], "P=2 K=2 -sync_each_microstep 1")
     suite.check(f"reduce-scatter {2 * STEPS} call(s)" in line, "-sync_each_microstep: K reduce-scatters per window",
                 line or "no line")
 
@@ -205,9 +211,7 @@ def sync_each_microstep():
 @suite.case
 def z0_all_reduce():
     """-z 0 at P=2 K=2 (all-reduce, replicated AdamW): the same window, no reduce-scatter."""
-    r = train_run("P2_K2_B2_z0", 2, 2, 2, ["-z", "0"])
-    compare("P=2 K=2 -z 0 (all-reduce, replicated AdamW)", r, reference())
-    line = communication_line(r)
+    line = variant_line("P2_K2_B2_z0", ["-z", "0"], "P=2 K=2 -z 0 (all-reduce, replicated AdamW)")
     suite.check(f"all-reduce {STEPS} call(s)" in line and "reduce-scatter" not in line,
                 "-z 0: one gradient all-reduce per window, no reduce-scatter", line or "no line")
 
@@ -233,6 +237,26 @@ def k_schedule():
     sched_ref = train_run("P1_sched", 1, None, 2, ["-k_schedule", "0:4,1:2,2:1"])
     sched = train_run("P2_sched", 2, None, 1, ["-k_schedule", "0:4,1:2,2:1"])
     compare("P=2 K schedule 4,2,1 vs P=1", sched, sched_ref)
+    check_summary_rate("P=1 B=2", sched_ref, 1, 2)
+    check_summary_rate("P=2 B=1", sched, 2, 1)
+
+
+def check_summary_rate(name, r, P, B):
+    """The summary's tok_per_s is the tokens of the timed windows (all but the first, from the log's k:
+    and P*B*T) over their time (mean_ms, which the log's ms: values agree with), whatever K each had."""
+    m = re.search(r"summary: mean_ms=([0-9.]+) tok_per_s=([0-9]+)", r["stdout"])
+    ks, ms = logged(r["log"], "k"), logged(r["log"], "ms")
+    if m is None or len(ks) != STEPS or len(ms) != STEPS:
+        suite.check(False, f"{name}: the summary's tokens/s under -k_schedule", f"summary {m and m.group(0)}, k {ks}, ms {ms}")
+        return
+    mean_ms, tok_per_s = float(m.group(1)), float(m.group(2))
+    tokens = sum(P * k * B * T for k in ks[1:])
+    expected = tokens / (mean_ms * (STEPS - 1) / 1e3)
+    log_mean = sum(ms[1:]) / (STEPS - 1)
+    suite.check(ks == [4, 2, 1] and abs(tok_per_s - expected) <= 1e-2 * expected and abs(mean_ms - log_mean) <= 0.06,
+                f"{name}: the summary's tokens/s under -k_schedule is the tokens trained over the time",
+                f"k {ks}: {tokens} tokens in {STEPS - 1} timed windows of mean {mean_ms} ms (log: {log_mean:.3f} ms): "
+                f"expected {expected:.0f} tok/s, summary says {tok_per_s:.0f}")
 
 
 def resume_args(out, steps, log, extra=()):
@@ -287,8 +311,11 @@ def bad_ranks_disagree():
     """Ranks started with different -b fail naming the rank that differs."""
     base = two_step_args()
     rc, so, se = mpmd(base + ["-b", "2"], base + ["-b", "4"])
-    suite.check(rc != 0 and rc != 124 and "differs from rank 0" in se, "ranks that disagree on the config",
+    suite.check(rc != 0 and rc != 124 and "differs from rank 0 in -b" in se, "ranks that disagree on the config",
                 f"exit {rc}: {[l for l in se.splitlines() if 'error' in l][:1]}")
+    # The line also names what was being agreed on: the flags, not the data or a resumed state.
+    suite.check("(while checking that every rank has the same configuration)" in se,
+                "a disagreement names what disagreed", f"{[l for l in se.splitlines() if 'error' in l][:1]}")
 
 
 @suite.case
@@ -300,6 +327,8 @@ def bad_rank_data():
     rc, so, se = mpmd(base + ["-b", "2"], bad + ["-b", "2"])
     suite.check(rc != 0 and rc != 124 and "no data shard matches" in se, "a rank that cannot open its data",
                 f"exit {rc}: {[l for l in se.splitlines() if 'error' in l][:2]}")
+    suite.check("(while opening the training data (-i))" in se, "a failure names the phase it failed in",
+                f"{[l for l in se.splitlines() if 'error' in l][:2]}")
 
 
 if __name__ == "__main__":
