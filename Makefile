@@ -5,7 +5,7 @@
 #   make train_gpt2fp32cu test_gpt2fp32cu   GPU, fp32 build (-DENABLE_FP32: parameters and activations float)
 #   make sanitize                    build/sanitize/train_gpt2: AddressSanitizer and UBSan
 #   make test                        everything, ending with "N passed, N failed, N skipped"
-#   make check                       the five-minute subset (dev/test/run_tests.py --check)
+#   make check                       the inner loop, about a minute once built (dev/test/run_tests.py --check)
 
 CC ?= gcc
 CFLAGS ?= -O3 -march=native
@@ -164,7 +164,7 @@ tinyshakespeare:
 test: train_gpt2 test_gpt2 train_gpt2cu test_gpt2cu train_gpt2fp32cu cpucuda cpucuda-fp32 cpucuda-asan cpucuda-ucontext sanitize
 	$(PYTHON) dev/test/run_tests.py
 
-# The inner loop: the subset of make test in dev/test/run_tests.py's CHECK, about five minutes once built;
+# The inner loop: the subset of make test in dev/test/run_tests.py's CHECK, about a minute once built;
 # it needs neither nvcc's builds nor the AddressSanitizer and fp32 emulations. make test stays the suite.
 check: train_gpt2 test_gpt2 cpucuda
 	$(PYTHON) dev/test/run_tests.py --check
