@@ -15,6 +15,7 @@ What several cases need (a reference run, a model file) is a @fixture: computed 
 import argparse
 import functools
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -181,6 +182,13 @@ def logged(path, key):
     """The values of `key` in the log's lines that have it, in order: logged(p, "trl") is the loss of
     every window trained, logged(p, "valid") its count of valid targets, "tel" the validation losses."""
     return [line[key] for line in read_log(path) if key in line]
+
+
+def fresh_dir(path):
+    """path as an empty directory (a case's work directory: last run's files removed); returns it."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
 
 
 def ensure_tinyshakespeare():

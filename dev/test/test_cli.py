@@ -14,7 +14,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "data"))
 import formats  # noqa: E402
-from harness import BUILD, REPO, Suite, ensure_tinyshakespeare, fixture, logged, run, tail  # noqa: E402
+from harness import BUILD, REPO, Suite, ensure_tinyshakespeare, fixture, fresh_dir, logged, run, tail  # noqa: E402
 
 suite = Suite(__file__)
 WORK = os.path.join(BUILD, "cli")
@@ -27,8 +27,7 @@ def work(name):
 @fixture
 def data():
     """A fresh work directory and the tinyshakespeare shards: dict(train, val, tok)."""
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(WORK)
+    fresh_dir(WORK)
     ts = ensure_tinyshakespeare()
     return dict(train=os.path.join(ts, "tiny_shakespeare_train.bin"), val=os.path.join(ts, "tiny_shakespeare_val.bin"),
                 tok=os.path.join(ts, "gpt2_tokenizer.bin"))

@@ -53,7 +53,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "data"))
 import formats  # noqa: E402
-from harness import BUILD, MPI_ENV, PYTHON, REPO, Skip, Suite, ensure_synthetic, fixture, logged, run, tail, worst_tensor_error  # noqa: E402
+from harness import BUILD, MPI_ENV, PYTHON, REPO, Skip, Suite, ensure_synthetic, fixture, fresh_dir, logged, run, tail, worst_tensor_error  # noqa: E402
 
 suite = Suite(__file__)
 EMU = os.path.join(REPO, "build", "cpucuda")
@@ -187,8 +187,7 @@ PER_WINDOW = {"reduce-scatter": 1, "all-reduce": 1, "all-gather": 1}
 def setup():
     """The grid's work folder, the initial model (train_gpt2.py, seed 5), its tensors and the common flags."""
     work = os.path.join(BUILD, "cpucuda")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    fresh_dir(work)
     shard = os.path.join(ensure_synthetic(), "synthetic_train_000000.bin")
     init = os.path.join(work, "init.bin")
     rc, so, se = run([PYTHON, "train_gpt2.py", "--model", "tiny", "--seed", "5", "--write_checkpoint", init])

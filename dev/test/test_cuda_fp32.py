@@ -62,7 +62,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "data"))
 import formats  # noqa: E402
-from harness import BUILD, MPI_ENV, REPO, Skip, Suite, ensure_synthetic, fixture, logged, run, tail  # noqa: E402
+from harness import BUILD, MPI_ENV, REPO, Skip, Suite, ensure_synthetic, fixture, fresh_dir, logged, run, tail  # noqa: E402
 
 GRAD_TOL = 1e-5           # per tensor, fp32 vs fp32
 LOSS_TOL = 1e-5           # relative, per step
@@ -89,8 +89,7 @@ def work():
         if not os.access(path, os.X_OK):
             raise RuntimeError(f"{os.path.relpath(path, REPO)} is not built: {what}")
     d = os.path.join(BUILD, "cuda_fp32")
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
+    fresh_dir(d)
     train = os.path.join(ensure_synthetic(), "synthetic_train_000000.bin")
     common = ["-e", "tiny", "-seed", "1337", "-i", train, "-j", "", "-pad", "1", "-t", "64", "-b", "2", "-k", "2",
               "-s", "0", "-v", "0", "-l", "1e-3", "-c", "0.1", "-clip", "1.0", "-eps", "1e-5"]

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "data"))
 import formats  # noqa: E402
-from harness import BUILD, MPI_ENV, REPO, Skip, Suite, ensure_tinyshakespeare, fixture, logged, run, tail  # noqa: E402
+from harness import BUILD, MPI_ENV, REPO, Skip, Suite, ensure_tinyshakespeare, fixture, fresh_dir, logged, run, tail  # noqa: E402
 
 suite = Suite(__file__)
 counts = collections.Counter()
@@ -50,8 +50,7 @@ RUN = ["-e", "tiny", "-i", TRAIN, "-j", "", "-t", "16", "-b", "2", "-v", "0", "-
 def inputs():
     """A fresh work directory, tinyshakespeare's validation tokens and shards cut from them:
     dict(tokens, tok_file)."""
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(WORK)
+    fresh_dir(WORK)
     ts = ensure_tinyshakespeare()
     tokens, _ = formats.read_shard(os.path.join(ts, "tiny_shakespeare_val.bin"))
     formats.write_shard(TRAIN, np.asarray(tokens[:40 * 16 + 1], dtype=np.uint16))          # 40 rows of T=16

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "data"))
 import formats  # noqa: E402
-from harness import BUILD, MPI_ENV, PYTHON, SHARED, Suite, fixture, read_log, run, tail  # noqa: E402
+from harness import BUILD, MPI_ENV, PYTHON, SHARED, Suite, fixture, fresh_dir, read_log, run, tail  # noqa: E402
 
 suite = Suite(__file__)
 checks = suite
@@ -43,8 +43,7 @@ def work_dir():
     """A fresh build/test/hf (transformers checked first: every case needs it)."""
     if transformers is None:
         raise RuntimeError("transformers is not installed: run scripts/install_deps.sh")
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(WORK)
+    fresh_dir(WORK)
     print(f"     transformers {transformers.__version__}, torch {torch.__version__}", flush=True)
     return WORK
 

@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "data"))
 import formats  # noqa: E402
-from harness import BUILD, MPI_ENV, PYTHON, Skip, Suite, ensure_synthetic, fixture, logged, run, tail, worst_tensor_error  # noqa: E402
+from harness import BUILD, MPI_ENV, PYTHON, Skip, Suite, ensure_synthetic, fixture, fresh_dir, logged, run, tail, worst_tensor_error  # noqa: E402
 
 suite = Suite(__file__)
 WORK = os.path.join(BUILD, "mpi")
@@ -43,8 +43,7 @@ def setup():
     """The work directory, the synthetic shard and the initial model; Skip without mpirun."""
     if shutil.which("mpirun") is None:
         raise Skip("mpirun not found (Debian: apt install openmpi-bin libopenmpi-dev)")
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(WORK)
+    fresh_dir(WORK)
     train = os.path.join(ensure_synthetic(), "synthetic_train_000000.bin")
     init = os.path.join(WORK, "init.bin")
     rc, so, se = run([PYTHON, "train_gpt2.py", "--model", "tiny", "--seed", "5", "--write_checkpoint", init])

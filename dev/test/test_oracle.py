@@ -8,7 +8,6 @@ import contextlib
 import io
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "dev", "data"))
 import formats  # noqa: E402
 import train_gpt2 as tg  # noqa: E402
-from harness import BUILD, Suite, fixture  # noqa: E402  (dev/test/harness.py)
+from harness import BUILD, Suite, fixture, fresh_dir  # noqa: E402  (dev/test/harness.py)
 
 SCRIPT = os.path.join(REPO, "train_gpt2.py")
 SHAKESPEARE = os.path.join(REPO, "..", "shared", "data", "tinyshakespeare", "input.txt")
@@ -38,8 +37,7 @@ def check(name, ok, reason=""):
 def work():
     """A fresh directory for this run's files."""
     d = os.path.join(BUILD, "oracle")
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
+    fresh_dir(d)
     return d
 
 

@@ -23,7 +23,7 @@ import re
 import shutil
 
 import harness
-from harness import BUILD, REPO, Suite
+from harness import BUILD, REPO, Suite, fresh_dir
 
 SANITIZED = os.path.join(REPO, "build", "sanitize", "train_gpt2")
 REPORTS = os.path.join(BUILD, "sanitize_reports")
@@ -133,8 +133,7 @@ def file_reports(name, new):
 @harness.fixture
 def sanitized():
     """The sanitized trainer starts (make sanitize); an empty report directory."""
-    shutil.rmtree(REPORTS, ignore_errors=True)
-    os.makedirs(REPORTS)
+    fresh_dir(REPORTS)
     if not os.path.exists(SANITIZED):
         raise RuntimeError("build/sanitize/train_gpt2 is not built (make sanitize)")
     rc, so, se = scanned_run([SANITIZED, "-h"], timeout=60)

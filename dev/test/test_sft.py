@@ -20,14 +20,13 @@
 """
 import collections
 import os
-import shutil
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "data"))
 import formats  # noqa: E402
-from harness import BUILD, Suite, ensure_synthetic, fixture, logged, run, tail  # noqa: E402
+from harness import BUILD, Suite, ensure_synthetic, fixture, fresh_dir, logged, run, tail  # noqa: E402
 
 EOT = formats.EOT_TOKEN
 suite = Suite(__file__)
@@ -44,8 +43,7 @@ def work(name):
 @fixture
 def data():
     """A fresh work directory and the synthetic SFT shards: dict(train, val, both (a pattern of the two))."""
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(WORK)
+    fresh_dir(WORK)
     d = ensure_synthetic()
     return dict(train=os.path.join(d, "synthetic_train_000000.bin"), val=os.path.join(d, "synthetic_val_000000.bin"),
                 both=os.path.join(d, "synthetic_*_000000.bin"))

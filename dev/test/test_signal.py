@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 
-from harness import BUILD, MPI_ENV, REPO, Skip, Suite, ensure_tinyshakespeare, fixture, read_log, run, tail
+from harness import BUILD, MPI_ENV, REPO, Skip, Suite, ensure_tinyshakespeare, fixture, fresh_dir, read_log, run, tail
 
 suite = Suite(__file__)
 
@@ -27,8 +27,7 @@ ENV = dict(MPI_ENV, OMP_NUM_THREADS="1", CPUCUDA_THREADS="1")
 
 def workdir(name):
     path = os.path.join(BUILD, "signal", name)
-    shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path)
+    fresh_dir(path)
     return path
 
 
